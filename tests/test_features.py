@@ -1,0 +1,128 @@
+"""Tests of skcgcnn.features: the element-property one-hot table."""
+
+import numpy as np
+import pytest
+
+from skcgcnn.features import (
+    FEATURE_BLOCKS,
+    MAX_Z,
+    N_ATOM_FEATURES,
+    _valence_electrons,
+    element_feature_fingerprint,
+    element_feature_table,
+)
+
+
+def _block_start(name):
+    start = 0
+    for block, width, _ in FEATURE_BLOCKS:
+        if block == name:
+            return start
+        start += width
+    raise KeyError(name)
+
+
+def test_n_atom_features_is_sum_of_blocks():
+    assert N_ATOM_FEATURES == sum(w for _, w, _ in FEATURE_BLOCKS) == 91
+
+
+def test_table_shape_dtype_and_readonly():
+    table = element_feature_table()
+    assert table.shape == (MAX_Z + 1, N_ATOM_FEATURES) == (101, N_ATOM_FEATURES)
+    assert table.dtype == np.float32
+    assert not table.flags.writeable
+    with pytest.raises(ValueError):
+        table[1, 0] = 5.0
+
+
+def test_row_zero_is_all_zeros():
+    assert not element_feature_table()[0].any()
+
+
+def test_values_are_zero_or_one():
+    table = element_feature_table()
+    assert set(np.unique(table).tolist()) <= {0.0, 1.0}
+
+
+def test_each_block_has_at_most_one_hot_per_element():
+    table = element_feature_table()
+    start = 0
+    for name, width, _ in FEATURE_BLOCKS:
+        counts = table[1:, start:start + width].sum(axis=1)
+        assert counts.max() <= 1, name
+        start += width
+    # every element has at least the categorical properties group/period/block
+    for name in ("period", "block", "covalent_radius"):
+        s = _block_start(name)
+        w = dict((n, w) for n, w, _ in FEATURE_BLOCKS)[name]
+        assert (table[1:, s:s + w].sum(axis=1) == 1).all(), name
+
+
+def test_every_element_has_most_properties():
+    table = element_feature_table()
+    per_element = table[1:].sum(axis=1)
+    assert per_element.min() >= 7
+    assert per_element.max() == len(FEATURE_BLOCKS)
+
+
+def test_oxygen_row():
+    row = element_feature_table()[8]
+    assert row[_block_start("group") + 15] == 1  # group 16
+    assert row[_block_start("period") + 1] == 1  # period 2
+    assert _block_start("group") + 15 == 15
+    assert _block_start("period") + 1 == 19
+    assert row[_block_start("valence_electrons") + 5] == 1  # 2s2 2p4: 6 electrons
+    assert row[_block_start("block") + 1] == 1  # p block
+    assert np.nonzero(row)[0].tolist() == [15, 19, 33, 36, 50, 63, 72, 78, 85]
+
+
+def test_iron_row():
+    row = element_feature_table()[26]
+    assert row[_block_start("group") + 7] == 1  # group 8
+    assert row[_block_start("period") + 3] == 1  # period 4
+    assert row[_block_start("valence_electrons") + 7] == 1  # 3d6 4s2: 8 electrons
+    assert row[_block_start("block") + 2] == 1  # d block
+    assert np.nonzero(row)[0].tolist() == [7, 21, 28, 39, 52, 60, 70, 79, 82]
+
+
+def test_hydrogen_and_sodium_rows():
+    table = element_feature_table()
+    h, na = table[1], table[11]
+    assert h[0] == 1 and na[0] == 1  # group 1
+    assert h[_block_start("period")] == 1 and na[_block_start("period") + 2] == 1
+    assert h[_block_start("block")] == 1 and na[_block_start("block")] == 1  # s block
+    # sodium is less electronegative and bigger than hydrogen: lower/higher bins
+    en, cr = _block_start("electronegativity"), _block_start("covalent_radius")
+    assert np.argmax(na[en:en + 10]) < np.argmax(h[en:en + 10])
+    assert np.argmax(na[cr:cr + 10]) > np.argmax(h[cr:cr + 10])
+
+
+def test_distinct_elements_have_distinct_rows():
+    table = element_feature_table()[1:]
+    assert len({row.tobytes() for row in table}) > 90
+
+
+def test_table_cached_and_fingerprint_stable():
+    assert element_feature_table() is element_feature_table()
+    fp = element_feature_fingerprint()
+    assert fp == element_feature_fingerprint()
+    assert len(fp) == 16
+    int(fp, 16)  # hex digits
+    element_feature_table.cache_clear()
+    try:
+        assert element_feature_fingerprint() == fp  # recomputed from scratch, same bytes
+    finally:
+        element_feature_table.cache_clear()
+
+
+@pytest.mark.parametrize("structure, expected", [
+    ("[Ar].3d6.4s2", 8),  # Fe
+    ("[Ar].3d10.4s2", 2),  # Zn: filled d10 not counted
+    ("[Ar].3d10.4s2.4p1", 3),  # Ga
+    ("1s1", 1),  # H
+    ("[He].2s2.2p4", 6),  # O
+    ("[Xe].4f14.5d10.6s2", 2),  # Hg: filled f14 and d10 not counted
+    ("[Ne].3s1", 1),  # Na
+])
+def test_valence_electrons(structure, expected):
+    assert _valence_electrons(structure) == expected

@@ -1,0 +1,399 @@
+"""Tests of skcgcnn.graph: crystal graphs and CrystalGraphTransformer."""
+
+import json
+import pickle
+from functools import lru_cache
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
+from pymatgen.core import DummySpecies, Lattice, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+from sklearn.base import clone
+from sklearn.utils import estimator_checks as ec
+
+import skcgcnn.graph as graph_module
+from skcgcnn.data import collate_graphs
+from skcgcnn.graph import CrystalGraph, CrystalGraphTransformer, as_graph_array, build_graph
+from skcgcnn.model import CGCNN
+
+A_NACL = 5.64
+
+
+@lru_cache(maxsize=None)
+def _nacl(a):
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"],
+                                     [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def nacl(a=A_NACL):
+    """Rocksalt NaCl, conventional cubic cell: 4 Na then 4 Cl (a fresh copy)."""
+    return _nacl(a).copy()
+
+
+def skewed():
+    """A small triclinic cell with three different atoms."""
+    lattice = Lattice.from_parameters(4.1, 5.3, 6.2, 78, 95, 104)
+    return Structure(lattice, ["Li", "Fe", "O"],
+                     [[0, 0, 0], [0.31, 0.52, 0.13], [0.7, 0.2, 0.55]])
+
+
+def assert_same_graph(g1, g2, atol=0.0):
+    np.testing.assert_array_equal(g1.numbers, g2.numbers)
+    np.testing.assert_array_equal(g1.centers, g2.centers)
+    np.testing.assert_array_equal(g1.neighbors, g2.neighbors)
+    if atol:
+        np.testing.assert_allclose(g1.distances, g2.distances, rtol=0, atol=atol)
+    else:
+        np.testing.assert_array_equal(g1.distances, g2.distances)
+    assert g1.radius == g2.radius
+    assert g1.max_num_nbr == g2.max_num_nbr
+
+
+def assert_invariants(g, radius, max_num_nbr):
+    n = g.n_atoms
+    assert g.centers.dtype == np.int32 and g.neighbors.dtype == np.int32
+    assert g.distances.dtype == np.float32 and g.numbers.dtype == np.int16
+    assert len(g.centers) == len(g.neighbors) == len(g.distances)
+    assert (np.diff(g.centers) >= 0).all()
+    assert ((g.centers >= 0) & (g.centers < n)).all()
+    assert ((g.neighbors >= 0) & (g.neighbors < n)).all()
+    assert (g.distances > 0).all() and (g.distances <= radius + 1e-5).all()
+    for c in range(n):
+        d = g.distances[g.centers == c]
+        assert len(d) <= max_num_nbr
+        assert (np.diff(d) >= 0).all()
+
+
+# ------------------------------------------------------------ hand-checked graphs
+def test_nacl_rocksalt_neighbours():
+    s = nacl()
+    g = build_graph(s)
+    assert g.n_atoms == 8
+    assert g.n_edges == 96
+    np.testing.assert_array_equal(g.numbers, s.atomic_numbers)
+    np.testing.assert_array_equal(np.bincount(g.centers), [12] * 8)
+    is_na = g.numbers == 11
+    for c in range(8):
+        d = g.distances[g.centers == c]
+        nbr = g.neighbors[g.centers == c]
+        # 6 nearest: the other species at a/2
+        np.testing.assert_allclose(d[:6], A_NACL / 2, rtol=1e-5)
+        assert (is_na[nbr[:6]] != is_na[c]).all()
+        # then 6 of the 12 same-species neighbours at a/sqrt(2)
+        np.testing.assert_allclose(d[6:], A_NACL / np.sqrt(2), rtol=1e-5)
+        assert (is_na[nbr[6:]] == is_na[c]).all()
+    assert_invariants(g, 8.0, 12)
+
+
+def test_fcc_cu_primitive_neighbours_are_its_images():
+    a = 3.6
+    g = build_graph(bulk("Cu", "fcc", a=a))
+    assert g.n_atoms == 1 and g.n_edges == 12
+    np.testing.assert_array_equal(g.numbers, [29])
+    np.testing.assert_array_equal(g.centers, np.zeros(12))
+    np.testing.assert_array_equal(g.neighbors, np.zeros(12))  # periodic images of itself
+    np.testing.assert_allclose(g.distances, a / np.sqrt(2), rtol=1e-5)
+
+
+def test_bcc_fe_neighbours():
+    a = 2.87
+    g = build_graph(bulk("Fe", "bcc", a=a))
+    assert g.n_atoms == 1 and g.n_edges == 12
+    np.testing.assert_allclose(g.distances[:8], a * np.sqrt(3) / 2, rtol=1e-5)
+    np.testing.assert_allclose(g.distances[8:], a, rtol=1e-5)
+    np.testing.assert_array_equal(g.neighbors, 0)
+
+
+def test_distances_sorted_per_center_skewed_cell():
+    g = build_graph(skewed(), radius=6.0, max_num_nbr=9)
+    assert_invariants(g, 6.0, 9)
+    np.testing.assert_array_equal(np.bincount(g.centers), [9, 9, 9])
+
+
+def test_max_num_nbr_respected():
+    for k in (1, 4, 6, 7, 20):
+        g = build_graph(nacl(), max_num_nbr=k)
+        assert g.max_num_nbr == k
+        np.testing.assert_array_equal(np.bincount(g.centers, minlength=8), [k] * 8)
+        assert_invariants(g, 8.0, k)
+    g = build_graph(nacl(), max_num_nbr=6)
+    np.testing.assert_allclose(g.distances, A_NACL / 2, rtol=1e-5)
+
+
+def test_small_radius_gives_fewer_neighbours_without_padding():
+    # radius 3 A holds only the 6 nearest (a/2 = 2.82 A); no padding to 12
+    g = build_graph(nacl(), radius=3.0)
+    assert g.radius == 3.0
+    np.testing.assert_array_equal(np.bincount(g.centers), [6] * 8)
+    np.testing.assert_allclose(g.distances, A_NACL / 2, rtol=1e-5)
+    assert g.n_edges == 48
+
+
+def test_isolated_atom_has_no_edges_and_model_runs():
+    atoms = Atoms("Cu", positions=[[0, 0, 0]], cell=[20, 20, 20], pbc=True)
+    g = build_graph(atoms)
+    assert g.n_atoms == 1 and g.n_edges == 0
+    assert g.centers.shape == g.neighbors.shape == g.distances.shape == (0,)
+    assert g.centers.dtype == np.int32 and g.distances.dtype == np.float32
+    # batched with a normal crystal, in eval and training mode, the network runs
+    torch.manual_seed(0)
+    model = CGCNN(atom_fea_len=8, n_conv=2, h_fea_len=8)
+    X, _ = collate_graphs([(g, 0.0), (build_graph(bulk("Cu", a=3.6)), 1.0)])
+    for train in (False, True):
+        model.train(train)
+        out = model(**X)
+        assert out.shape == (2,)
+        assert torch.isfinite(out).all()
+    model.eval()
+    Xa, _ = collate_graphs([(g, 0.0)])
+    out = model(**Xa)
+    assert out.shape == (1,) and torch.isfinite(out).all()
+
+
+def test_ase_pymatgen_and_cif_give_identical_graphs(tmp_path):
+    s = skewed()
+    atoms = AseAtomsAdaptor.get_atoms(s)
+    path = tmp_path / "skewed.cif"
+    s.to(filename=str(path))
+    g_pmg = build_graph(s)
+    g_ase = build_graph(atoms)
+    assert_same_graph(g_pmg, g_ase, atol=1e-5)
+    g_cif = build_graph(path)
+    assert_same_graph(g_pmg, g_cif, atol=1e-4)
+    g_str = build_graph(str(path))
+    assert_same_graph(g_cif, g_str)
+
+
+def test_transformer_output_is_object_array_of_graphs():
+    X = [nacl(), bulk("Cu", a=3.6), bulk("Si")]
+    out = CrystalGraphTransformer().fit_transform(X)
+    assert isinstance(out, np.ndarray) and out.dtype == object and out.shape == (3,)
+    assert all(isinstance(g, CrystalGraph) for g in out)
+    assert [g.n_atoms for g in out] == [8, 1, 2]
+    assert_same_graph(out[0], build_graph(nacl()))
+
+
+def test_pandas_series_input():
+    pd = pytest.importorskip("pandas")
+    X = [nacl(), bulk("Cu", a=3.6)]
+    series = pd.Series(X, index=[10, 20])
+    out = CrystalGraphTransformer().transform(series)
+    ref = CrystalGraphTransformer().transform(X)
+    assert out.shape == (2,)
+    for a, b in zip(out, ref):
+        assert_same_graph(a, b)
+    frame = pd.DataFrame({"structure": X})
+    out_df = CrystalGraphTransformer().transform(frame)
+    assert [g.n_atoms for g in out_df] == [8, 1]
+
+
+def test_n_jobs_2_same_as_n_jobs_1():
+    X = [nacl(), bulk("Cu", a=3.6), skewed(), bulk("Fe", "bcc", a=2.87)]
+    serial = CrystalGraphTransformer(n_jobs=1).transform(X)
+    parallel = CrystalGraphTransformer(n_jobs=2).transform(X)
+    assert len(parallel) == len(serial) == 4
+    for a, b in zip(serial, parallel):
+        assert_same_graph(a, b)
+
+
+def test_memory_cache_returns_equal_graphs(tmp_path):
+    X = [nacl(), skewed()]
+    ref = CrystalGraphTransformer().transform(X)
+    t = CrystalGraphTransformer(memory=str(tmp_path / "cache"))
+    first = t.transform(X)
+    assert any((tmp_path / "cache").rglob("output.pkl"))  # joblib wrote results
+    second = t.transform(X)
+    for a, b, c in zip(ref, first, second):
+        assert_same_graph(a, b)
+        assert_same_graph(a, c)
+    # other settings are other cache entries, not stale hits
+    small = CrystalGraphTransformer(memory=str(tmp_path / "cache"), radius=3.0).transform(X)
+    assert small[0].n_edges == 48 and small[0].radius == 3.0
+
+
+def test_as_dict_from_dict_round_trip():
+    g = build_graph(skewed(), radius=5.0, max_num_nbr=7)
+    d = json.loads(json.dumps(g.as_dict()))
+    assert d["@class"] == "CrystalGraph"
+    g2 = CrystalGraph.from_dict(d)
+    assert_same_graph(g, g2)
+    assert g2.centers.dtype == np.int32 and g2.distances.dtype == np.float32
+    assert g2.numbers.dtype == np.int16
+    assert repr(g2) == repr(g)
+    assert "n_atoms=3" in repr(g2)
+    assert g.nbytes == sum(a.nbytes for a in (g.numbers, g.centers, g.neighbors, g.distances))
+
+
+def test_as_graph_array():
+    gs = [build_graph(bulk("Cu", a=3.6)), build_graph(nacl())]
+    arr = as_graph_array(gs)
+    assert arr.dtype == object and arr.shape == (2,)
+    assert arr[0] is gs[0] and arr[1] is gs[1]
+
+
+# ----------------------------------------------------------------------- errors
+def test_empty_list_raises():
+    with pytest.raises(ValueError, match="empty"):
+        CrystalGraphTransformer().transform([])
+
+
+def test_missing_path_names_it(tmp_path):
+    missing = tmp_path / "nope.cif"
+    with pytest.raises(FileNotFoundError, match="nope.cif") as info:
+        CrystalGraphTransformer().transform([bulk("Cu"), missing])
+    assert "index 1" in str(info.value)
+
+
+def test_unreadable_file_raises_value_error(tmp_path):
+    path = tmp_path / "garbage.cif"
+    path.write_text("this is not a crystal\n")
+    with pytest.raises(ValueError, match="garbage.cif"):
+        build_graph(path)
+
+
+def test_disordered_structure_raises():
+    s = Structure(Lattice.cubic(3.5), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]])
+    with pytest.raises(ValueError, match="disordered"):
+        CrystalGraphTransformer().transform([s])
+
+
+def test_dummy_species_raises():
+    s = Structure(Lattice.cubic(4.0), [DummySpecies("X"), "Na"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(ValueError, match="atomic number"):
+        build_graph(s)
+
+
+@pytest.mark.parametrize("z", [0, 101, 118])
+def test_unsupported_atomic_number_raises(z):
+    atoms = Atoms(numbers=[z, 11], positions=[[0, 0, 0], [2, 2, 2]], cell=[5, 5, 5], pbc=True)
+    with pytest.raises(ValueError, match=f"atomic number {z}"):
+        build_graph(atoms)
+
+
+@pytest.mark.parametrize("single", [bulk("Cu"), nacl(), "some.cif"])
+def test_single_structure_instead_of_list_raises_type_error(single):
+    with pytest.raises(TypeError, match="single"):
+        CrystalGraphTransformer().transform(single)
+
+
+def test_non_structure_item_raises_type_error():
+    with pytest.raises(TypeError, match="index 1"):
+        CrystalGraphTransformer().transform([bulk("Cu"), 3.5])
+
+
+def test_max_atoms_exceeded_raises():
+    with pytest.raises(ValueError, match="max_atoms"):
+        CrystalGraphTransformer(max_atoms=4).transform([nacl()])
+    # exactly at the limit is fine
+    assert CrystalGraphTransformer(max_atoms=8).transform([nacl()])[0].n_atoms == 8
+
+
+def test_empty_structure_raises():
+    with pytest.raises(ValueError, match="no atoms"):
+        build_graph(Atoms(cell=[5, 5, 5], pbc=True))
+
+
+@pytest.mark.parametrize("params", [dict(radius=0.0), dict(radius=-1.0),
+                                    dict(max_num_nbr=0), dict(max_atoms=0)])
+def test_invalid_parameters_raise_on_transform(params):
+    with pytest.raises(ValueError):
+        CrystalGraphTransformer(**params).transform([bulk("Cu")])
+
+
+# ------------------------------------------------------------ chunked neighbour search
+def test_chunked_neighbour_search_matches_unchunked(monkeypatch):
+    s = nacl() * (2, 1, 1)  # 16 atoms: chunks of 3 leave a partial last chunk
+    s.perturb(0.05, min_distance=0.01)  # break the ties of the perfect crystal
+    whole = build_graph(s)
+    monkeypatch.setattr(graph_module, "_CENTER_CHUNK", 3)
+    chunked = build_graph(s)
+    assert_same_graph(whole, chunked)
+    assert_invariants(chunked, 8.0, 12)
+    # the perfect crystal, with its ties broken by neighbour index, too
+    perfect = nacl() * (2, 1, 1)
+    monkeypatch.setattr(graph_module, "_CENTER_CHUNK", 2048)
+    whole = build_graph(perfect)
+    monkeypatch.setattr(graph_module, "_CENTER_CHUNK", 3)
+    assert_same_graph(whole, build_graph(perfect))
+
+
+# ------------------------------------------------------------- scikit-learn rules
+# The checks that feed numeric 2-D arrays to ``transform`` do not apply: the
+# transformer takes structures (pymatgen, ASE or paths), not feature matrices,
+# and its tags say so (two_d_array=False). Skipped for that reason:
+# check_transformer_general, check_transformers_unfitted_stateless,
+# check_estimators_pickle, check_fit_idempotent, check_fit_score_takes_y,
+# check_estimators_dtypes, check_methods_subset_invariance and the like (all call
+# transform on random numbers); check_n_features_in (there are no features
+# before featurization, so no ``n_features_in_``); the set_output / pandas /
+# feature-name checks (the output is an object array of graphs, not columns).
+# Pickling and clone are tested below on real structures instead.
+SKLEARN_CHECKS = [
+    ec.check_get_params_invariance,
+    ec.check_set_params,
+    ec.check_no_attributes_set_in_init,
+    ec.check_parameters_default_constructible,
+    ec.check_do_not_raise_errors_in_init_or_set_params,
+    ec.check_estimator_cloneable,
+    ec.check_estimator_repr,
+    ec.check_mixin_order,
+    ec.check_valid_tag_types,
+    ec.check_estimator_tags_renamed,
+    ec.check_param_validation,  # fit validates the parameters
+    # these fit on numbers, which ``fit`` ignores (it learns nothing), so they apply:
+    ec.check_estimators_overwrite_params,
+    ec.check_dont_overwrite_parameters,
+    ec.check_estimators_fit_returns_self,
+    ec.check_requires_y_none,
+]
+
+
+@pytest.mark.parametrize("check", SKLEARN_CHECKS, ids=lambda c: c.__name__)
+def test_sklearn_estimator_checks(check):
+    check("CrystalGraphTransformer", CrystalGraphTransformer())
+
+
+def test_sklearn_tags():
+    tags = CrystalGraphTransformer().__sklearn_tags__()
+    assert tags.requires_fit is False
+    assert tags.input_tags.two_d_array is False
+
+
+def test_transform_without_fit_and_fit_returns_self():
+    t = CrystalGraphTransformer(radius=5.0)
+    assert t.transform([bulk("Cu", a=3.6)])[0].radius == 5.0  # stateless
+    assert t.fit([bulk("Cu")]) is t
+    assert t.fitted_ is True
+
+
+def test_clone_and_pickle_round_trip():
+    t = CrystalGraphTransformer(radius=6.0, max_num_nbr=8, max_atoms=100, verbose=False)
+    c = clone(t)
+    assert c is not t and c.get_params() == t.get_params()
+    t2 = pickle.loads(pickle.dumps(t.fit()))
+    assert t2.get_params() == t.get_params()
+    X = [nacl(), skewed()]
+    for a, b in zip(t.transform(X), t2.transform(X)):
+        assert_same_graph(a, b)
+    graphs = t.transform(X)
+    for a, b in zip(graphs, pickle.loads(pickle.dumps(graphs))):
+        assert_same_graph(a, b)
+
+
+def test_get_set_params_round_trip():
+    t = CrystalGraphTransformer()
+    assert t.get_params() == dict(radius=8.0, max_num_nbr=12, max_atoms=20_000,
+                                  n_jobs=None, memory=None, verbose=False)
+    t.set_params(radius=4.0, max_num_nbr=3)
+    g = t.transform([nacl()])[0]
+    assert g.radius == 4.0 and g.max_num_nbr == 3
+    np.testing.assert_array_equal(np.bincount(g.centers), [3] * 8)
+
+
+def test_verbose_progress_bar(capsys):
+    out = CrystalGraphTransformer(verbose=True).transform([bulk("Cu"), bulk("Si")])
+    assert len(out) == 2
+    assert "crystal graphs" in capsys.readouterr().err

@@ -1,0 +1,208 @@
+"""Tests of skcgcnn.model: the CGCNN network."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from pymatgen.core import Lattice, Structure
+
+from skcgcnn.data import collate_graphs
+from skcgcnn.features import N_ATOM_FEATURES, element_feature_table
+from skcgcnn.graph import build_graph
+from skcgcnn.model import CGCNN, GatedConv, gaussian_expansion
+
+
+def structures():
+    skewed = Structure(Lattice.from_parameters(4.1, 5.3, 6.2, 78, 95, 104),
+                       ["Li", "Fe", "O", "O"],
+                       [[0, 0, 0], [0.31, 0.52, 0.13], [0.7, 0.2, 0.55], [0.1, 0.8, 0.4]])
+    nacl = Structure(Lattice.cubic(5.64), ["Na"] * 4 + ["Cl"] * 4,
+                     [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0],
+                      [.5, .5, .5], [.5, 0, 0], [0, .5, 0], [0, 0, .5]])
+    return [skewed, nacl, bulk("Cu", a=3.6), bulk("Si"), bulk("MgO", "rocksalt", a=4.2)]
+
+
+def batch(graphs):
+    X, _ = collate_graphs([(g, 0.0) for g in graphs])
+    return X
+
+
+def small_model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return CGCNN(**{"atom_fea_len": 16, "n_conv": 2, "h_fea_len": 16, **kw})
+
+
+def warm_up(model, graphs, steps=3):
+    """A few training-mode passes so that batch-norm running statistics are not trivial."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(steps):
+            model(**batch(graphs))
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    return [build_graph(s, radius=6.0) for s in structures()]
+
+
+def test_output_shape_is_one_dimensional(graphs):
+    model = small_model(radius=6.0)
+    for train in (True, False):
+        model.train(train)
+        out = model(**batch(graphs))
+        assert out.shape == (len(graphs),)
+        assert out.dtype == torch.float32
+        assert torch.isfinite(out).all()
+    out = model.eval()(**batch(graphs[:1]))
+    assert out.shape == (1,)
+
+
+def test_crystal_features_shape(graphs):
+    model = small_model(radius=6.0).eval()
+    feats = model.crystal_features(**batch(graphs))
+    assert feats.shape == (len(graphs), 16)
+
+
+def test_default_architecture_and_buffers():
+    model = CGCNN()
+    assert model.embedding.in_features == N_ATOM_FEATURES
+    assert model.embedding.out_features == 64
+    assert len(model.convs) == 3
+    assert model.conv_to_fc.out_features == 128 and len(model.fcs) == 0
+    assert model.fc_out.out_features == 1
+    centers = model.gaussian_centers
+    assert len(centers) == 41  # 0 to 8 A every 0.2 A
+    assert centers[0] == 0 and centers[-1] == pytest.approx(8.0)
+    np.testing.assert_array_equal(model.atom_features.numpy(), element_feature_table())
+    state = model.state_dict()
+    for key in ("atom_features", "gaussian_centers", "target_mean", "target_scale"):
+        assert key in state
+    assert state["target_mean"].dtype == torch.float64
+    assert len(CGCNN(n_h=3).fcs) == 2
+    assert model.head_modules() == [model.conv_to_fc, model.fc_out]
+
+
+def test_permutation_invariance_of_atom_order():
+    s = structures()[0]
+    order = [2, 0, 3, 1]
+    permuted = Structure.from_sites([s[i] for i in order])
+    g, gp = build_graph(s), build_graph(permuted)
+    assert g.numbers.tolist() != gp.numbers.tolist()  # really another order
+    model = warm_up(small_model(), [g, build_graph(bulk("Cu", a=3.6))])
+    with torch.no_grad():
+        a = model(**batch([g]))
+        b = model(**batch([gp]))
+        fa = model.crystal_features(**batch([g]))
+        fb = model.crystal_features(**batch([gp]))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fa, fb, rtol=1e-5, atol=1e-5)
+
+
+def test_batching_invariance_in_eval_mode(graphs):
+    model = warm_up(small_model(radius=6.0), graphs)
+    with torch.no_grad():
+        together = model(**batch(graphs))
+        separate = torch.cat([model(**batch([g])) for g in graphs])
+        reversed_ = model(**batch(graphs[::-1])).flip(0)
+    torch.testing.assert_close(together, separate, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(together, reversed_, rtol=1e-5, atol=1e-5)
+    # and the crystals really get different predictions
+    assert together.unique().numel() == len(graphs)
+
+
+def test_training_mode_uses_batch_statistics(graphs):
+    model = small_model(radius=6.0).train()
+    before = model.convs[0].bn1.running_mean.clone()
+    model(**batch(graphs))
+    assert not torch.equal(before, model.convs[0].bn1.running_mean)
+
+
+def test_single_atom_batch_trains():
+    # one atom: the atom-level batch norm cannot use batch statistics of one row
+    g = build_graph(bulk("Cu", a=3.6))
+    model = small_model().train()
+    bn2_before = model.convs[0].bn2.running_mean.clone()
+    out = model(**batch([g]))
+    assert out.shape == (1,) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert model.embedding.weight.grad is not None
+    torch.testing.assert_close(model.convs[0].bn2.running_mean, bn2_before)
+
+
+def test_gradients_reach_every_parameter(graphs):
+    model = small_model(radius=6.0).train()
+    loss = torch.nn.functional.l1_loss(model(**batch(graphs)), torch.ones(len(graphs)))
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+    assert model.embedding.weight.grad.abs().sum() > 0
+
+
+def test_gaussian_expansion_values():
+    centers = torch.arange(0.0, 8.1, 0.2)
+    d = torch.tensor([0.0, 1.0, 2.82, 8.0])
+    g = gaussian_expansion(d, centers, 0.2)
+    assert g.shape == (4, 41)
+    expected = torch.exp(-((d[:, None] - centers[None, :]) / 0.2) ** 2)
+    expected[expected < torch.exp(torch.tensor(-50.0))] = 0
+    torch.testing.assert_close(g, expected)
+    assert g[1, 5] == pytest.approx(1.0)  # d = 1.0 at centre 1.0
+    assert g.max() <= 1.0
+
+
+def test_gaussian_expansion_has_no_denormals():
+    centers = torch.arange(0.0, 8.1, 0.2)
+    d = torch.linspace(0.0, 20.0, 2001)
+    g = gaussian_expansion(d, centers, 0.2)
+    nonzero = g[g != 0]
+    assert (nonzero >= 1e-30).all()
+    assert (g >= 0).all()
+    tiny = torch.finfo(torch.float32).tiny  # smallest normal float32
+    assert ((g == 0) | (g >= tiny)).all()
+    # far from every centre, exactly zero
+    assert (gaussian_expansion(torch.tensor([30.0]), centers, 0.2) == 0).all()
+
+
+def test_freeze_keeps_frozen_batch_norm_in_eval_mode(graphs):
+    model = small_model(radius=6.0)
+    frozen = [model.embedding, model.convs[0]]
+    model.freeze(frozen)
+    model.train()
+    assert model.training
+    assert not model.convs[0].training
+    assert not model.convs[0].bn1.training and not model.convs[0].bn2.training
+    assert model.convs[1].bn1.training and model.convs[1].training
+    for p in [*model.embedding.parameters(), *model.convs[0].parameters()]:
+        assert not p.requires_grad
+    assert all(p.requires_grad for p in model.convs[1].parameters())
+    # a training pass leaves the frozen running statistics untouched
+    frozen_stats = model.convs[0].bn1.running_mean.clone()
+    free_stats = model.convs[1].bn1.running_mean.clone()
+    out = model(**batch(graphs))
+    torch.testing.assert_close(model.convs[0].bn1.running_mean, frozen_stats)
+    assert not torch.equal(model.convs[1].bn1.running_mean, free_stats)
+    out.sum().backward()
+    assert model.convs[0].fc_center.weight.grad is None
+    assert model.convs[1].fc_center.weight.grad is not None
+    # eval and back to train again: still frozen
+    model.eval()
+    model.train(True)
+    assert not model.convs[0].bn1.training and model.convs[1].bn1.training
+
+
+def test_freeze_returns_module_and_keeps_mode():
+    model = small_model().eval()
+    assert model.freeze([model.convs[0]]) is model
+    assert not model.training
+
+
+def test_gated_conv_isolated_atom_keeps_features():
+    conv = GatedConv(4, 3).eval()
+    atom_fea = torch.randn(2, 4)
+    empty = torch.zeros(0, dtype=torch.int64)
+    out = conv(atom_fea, torch.zeros(0, 3), empty, empty)
+    # no messages: v <- softplus(v + BN(0)) with fresh BN (mean 0, var 1, no shift)
+    torch.testing.assert_close(out, torch.nn.functional.softplus(atom_fea), rtol=1e-4, atol=1e-4)
