@@ -110,7 +110,16 @@ def collate_graphs(batch):
 
 
 class GraphLoader(DataLoader):
-    """A DataLoader whose default ``collate_fn`` is :func:`collate_graphs`."""
+    """A DataLoader whose default ``collate_fn`` is :func:`collate_graphs`.
 
-    def __init__(self, dataset, collate_fn=collate_graphs, **kwargs):
-        super().__init__(dataset, collate_fn=collate_fn, **kwargs)
+    Without shuffling it draws from a private generator, so that predicting
+    leaves torch's global random state untouched (a DataLoader draws a seed
+    every epoch even when it does not shuffle).
+    """
+
+    def __init__(self, dataset, collate_fn=collate_graphs, shuffle=False, generator=None,
+                 **kwargs):
+        if generator is None and not shuffle:
+            generator = torch.Generator()
+        super().__init__(dataset, collate_fn=collate_fn, shuffle=shuffle, generator=generator,
+                         **kwargs)

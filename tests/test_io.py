@@ -1,0 +1,227 @@
+"""Tests of skcgcnn.io (safe, atomic model files) and skcgcnn.callbacks."""
+
+import json
+import os
+import shlex
+
+import numpy as np
+import pytest
+import torch
+from skorch import NeuralNetRegressor
+
+import skcgcnn.io as io_module
+from skcgcnn.callbacks import AtomicCheckpoint
+from skcgcnn.io import atomic_write_bytes, load_state_dict, save_json, save_state_dict
+
+
+def state():
+    torch.manual_seed(0)
+    return {"w": torch.randn(3, 4), "b": torch.arange(4.0), "n": torch.tensor(7),
+            "mean": torch.tensor(1.25, dtype=torch.float64)}
+
+
+class Payload:
+    """Unpickling this runs a shell command that creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(self.marker)}",)
+
+
+# -------------------------------------------------------------- state dicts
+def test_save_load_round_trip(tmp_path):
+    sd = state()
+    path = tmp_path / "sub" / "model.pt"  # missing folders are created
+    save_state_dict(sd, path)
+    loaded = load_state_dict(path)
+    assert set(loaded) == set(sd)
+    for k in sd:
+        assert loaded[k].dtype == sd[k].dtype
+        torch.testing.assert_close(loaded[k], sd[k])
+    assert os.listdir(tmp_path / "sub") == ["model.pt"]
+
+
+def test_round_trip_of_a_module_state_dict(tmp_path):
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    save_state_dict(module.state_dict(), str(tmp_path / "m.pt"))
+    other = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    other.load_state_dict(load_state_dict(tmp_path / "m.pt"))
+    for a, b in zip(module.state_dict().values(), other.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_missing_file_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.pt"):
+        load_state_dict(tmp_path / "absent.pt")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.0])
+def test_truncated_file_raises(tmp_path, keep):
+    path = tmp_path / "model.pt"
+    save_state_dict(state(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load_state_dict(path)
+
+
+def test_garbage_file_raises(tmp_path):
+    # random bytes read as a legacy (non-zip) pickle: refused either as corrupt
+    # or as holding non-tensor objects; a ValueError naming the file either way
+    path = tmp_path / "model.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match="model.pt"):
+        load_state_dict(path)
+
+
+def test_pickle_payload_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(2), "payload": Payload(marker)}, path)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="refused"):
+        load_state_dict(path)
+    assert not marker.exists()
+    # the payload is real: an unsafe load would have run it
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_top_level_pickle_payload_is_refused(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pt"
+    torch.save(Payload(marker), path)
+    with pytest.raises(ValueError, match="evil.pt"):
+        load_state_dict(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("obj", [[torch.zeros(2)], {"a": 1.0, "b": torch.zeros(1)},
+                                 torch.zeros(3), {"nested": {"w": torch.zeros(1)}}])
+def test_non_state_dict_is_refused(tmp_path, obj):
+    path = tmp_path / "odd.pt"
+    torch.save(obj, path)
+    with pytest.raises(ValueError, match="not a state dict"):
+        load_state_dict(path)
+
+
+# ------------------------------------------------------------- atomic writes
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "file.bin"
+    atomic_write_bytes(path, b"first")
+    atomic_write_bytes(path, b"second")
+    assert path.read_bytes() == b"second"
+    assert os.listdir(tmp_path) == ["file.bin"]
+
+
+def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "file.bin"
+    atomic_write_bytes(path, b"old contents")
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io_module.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(path, b"new contents that never land")
+    assert path.read_bytes() == b"old contents"
+    assert os.listdir(tmp_path) == ["file.bin"]
+
+
+def test_atomic_write_interrupted_keeps_old_file(tmp_path, monkeypatch):
+    # an interrupt (BaseException) between writing and renaming
+    path = tmp_path / "file.bin"
+    atomic_write_bytes(path, b"old")
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io_module.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["file.bin"]
+
+
+def test_atomic_write_of_wrong_type_keeps_old_file_and_no_new_one(tmp_path):
+    path = tmp_path / "file.bin"
+    atomic_write_bytes(path, b"old")
+    with pytest.raises(TypeError):
+        atomic_write_bytes(path, "not bytes")
+    assert path.read_bytes() == b"old"
+    with pytest.raises(TypeError):
+        atomic_write_bytes(tmp_path / "new.bin", 12)
+    assert os.listdir(tmp_path) == ["file.bin"]
+
+
+def test_save_json(tmp_path):
+    path = tmp_path / "card.json"
+    save_json({"b": 1, "a": [1.5, None]}, path)
+    text = path.read_text()
+    assert json.loads(text) == {"a": [1.5, None], "b": 1}
+    assert text.index('"a"') < text.index('"b"') and text.endswith("\n")
+
+
+# ------------------------------------------------------------ AtomicCheckpoint
+def _net(dirname, max_epochs):
+    torch.manual_seed(0)
+    return NeuralNetRegressor(
+        torch.nn.Linear, module__in_features=3, module__out_features=1,
+        optimizer=torch.optim.SGD, optimizer__momentum=0.9, lr=0.01,
+        max_epochs=max_epochs, train_split=None, batch_size=8,
+        callbacks=[("ckpt", AtomicCheckpoint(dirname))], verbose=0)
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(16, 3)).astype(np.float32)
+    return X, (X @ np.array([[1.0], [-2.0], [0.5]], dtype=np.float32))
+
+
+def test_atomic_checkpoint_writes_files(tmp_path):
+    dirname = tmp_path / "ckpt"
+    net = _net(dirname, 2).fit(*_data())
+    assert sorted(os.listdir(dirname)) == ["history.json", "optimizer.pt", "params.pt"]
+    params = load_state_dict(dirname / "params.pt")
+    for k, v in net.module_.state_dict().items():
+        torch.testing.assert_close(params[k], v)
+    history = json.loads((dirname / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert "train_loss" in history[-1]
+    opt = torch.load(dirname / "optimizer.pt", weights_only=True)
+    assert "momentum_buffer" in next(iter(opt["state"].values()))
+    assert opt["param_groups"][0]["lr"] == 0.01
+
+
+def test_atomic_checkpoint_resumes(tmp_path):
+    dirname = tmp_path / "ckpt"
+    first = _net(dirname, 2).fit(*_data())
+    saved = {k: v.clone() for k, v in first.module_.state_dict().items()}
+    second = _net(dirname, 1)
+    second.initialize()
+    # resumed from the checkpoint, then one more epoch
+    second.fit(*_data())
+    assert [h["epoch"] for h in second.history] == [1, 2, 3]
+    assert second.history[-1]["train_loss"] < second.history[0]["train_loss"]
+    assert not torch.equal(second.module_.weight, saved["weight"])  # trained on
+    third = _net(tmp_path / "fresh", 1).fit(*_data())
+    assert len(third.history) == 1
+    assert json.loads((dirname / "history.json").read_text())[-1]["epoch"] == 3
+
+
+def test_atomic_checkpoint_resume_false_starts_over(tmp_path):
+    dirname = tmp_path / "ckpt"
+    _net(dirname, 2).fit(*_data())
+    net = _net(dirname, 1)
+    net.set_params(callbacks__ckpt__resume=False)
+    net.fit(*_data())
+    assert len(net.history) == 1
+    assert len(json.loads((dirname / "history.json").read_text())) == 1
+
+
+def test_atomic_checkpoint_default_writes_nothing_to_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _net(tmp_path / "elsewhere", 1).fit(*_data())
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere"]

@@ -1,0 +1,192 @@
+"""Tests of skcgcnn.pretrained: saving and loading models with model cards."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+
+from skcgcnn import CGCNNRegressor, CrystalGraphTransformer
+from skcgcnn.data import collate_graphs
+from skcgcnn.features import element_feature_fingerprint
+from skcgcnn.io import load_state_dict, save_state_dict
+from skcgcnn.model import CGCNN
+from skcgcnn.pretrained import ARCHITECTURE_KEYS, list_pretrained, load_pretrained, save_pretrained
+from skcgcnn.target import denormalize
+
+LATTICE = np.linspace(3.4, 3.8, 6)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X = CrystalGraphTransformer(radius=6.0, max_num_nbr=8).transform(
+        [bulk("Cu", "fcc", a=a) for a in LATTICE])
+    y = LATTICE ** 3 / 4
+    model = CGCNNRegressor(atom_fea_len=8, n_conv=1, h_fea_len=8, radius=6.0, max_num_nbr=8,
+                           max_epochs=2, batch_size=4, validation_fraction=None,
+                           random_state=0)
+    return model.fit(X, y), X
+
+
+@pytest.fixture
+def saved(fitted, tmp_path):
+    model, _ = fitted
+    path = tmp_path / "tiny-cu.pt"
+    card = save_pretrained(model, path, target="volume_per_atom", units="angstrom^3")
+    return path, card
+
+
+def edit_card(path, edit):
+    card_path = path.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    edit(card)
+    card_path.write_text(json.dumps(card))
+
+
+def test_save_writes_weights_and_card(saved, fitted):
+    path, card = saved
+    model, _ = fitted
+    assert path.is_file() and path.with_suffix(".json").is_file()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny-cu.json", "tiny-cu.pt"]
+    on_disk = json.loads(path.with_suffix(".json").read_text())
+    assert on_disk == card
+    assert card["name"] == "tiny-cu"
+    assert card["architecture"] == dict(atom_fea_len=8, n_conv=1, h_fea_len=8, n_h=1, radius=6.0)
+    assert card["featurizer"] == dict(radius=6.0, max_num_nbr=8,
+                                      element_features=element_feature_fingerprint())
+    assert card["target"] == "volume_per_atom" and card["units"] == "angstrom^3"
+    assert card["target_normalization"] == "standard"
+    assert card["target_mean"] == pytest.approx(np.mean(LATTICE ** 3 / 4))
+    assert card["target_scale"] == pytest.approx(np.std(LATTICE ** 3 / 4))
+    assert "skcgcnn_version" in card
+
+
+def test_save_without_suffix(fitted, tmp_path):
+    model, _ = fitted
+    save_pretrained(model, tmp_path / "plain")
+    assert (tmp_path / "plain.pt").is_file() and (tmp_path / "plain.json").is_file()
+
+
+def test_save_unfitted_raises(tmp_path):
+    with pytest.raises(Exception, match="not initialized|not fitted|initialize"):
+        save_pretrained(CGCNNRegressor(), tmp_path / "x.pt")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("how", ["pt", "json", "stem", "str"])
+def test_load_by_path_returns_equal_tensors(saved, fitted, how):
+    path, card = saved
+    model, X = fitted
+    arg = {"pt": path, "json": path.with_suffix(".json"), "stem": path.with_suffix(""),
+           "str": str(path)}[how]
+    module, loaded_card = load_pretrained(arg)
+    assert isinstance(module, CGCNN)
+    assert not module.training
+    assert loaded_card == card
+    expected = model.module_.state_dict()
+    got = module.state_dict()
+    assert set(got) == set(expected)
+    for k in expected:
+        assert torch.equal(got[k], expected[k]), k
+    # the loaded network predicts what the estimator predicts
+    Xb, _ = collate_graphs([(g, 0.0) for g in X])
+    with torch.no_grad():
+        out = module(**Xb).numpy()
+    pred = denormalize(out, module.target_mean.item(), module.target_scale.item(),
+                       card["target_normalization"])
+    np.testing.assert_allclose(pred, model.predict(X), rtol=1e-5)
+
+
+def test_unknown_name_lists_known_ones():
+    known = list(list_pretrained())
+    with pytest.raises(ValueError, match="unknown pretrained model") as info:
+        load_pretrained("no-such-model")
+    assert "no-such-model" in str(info.value)
+    for name in known:
+        assert name in str(info.value)
+
+
+def test_bundled_models_load_and_match_this_installation():
+    cards = list_pretrained()
+    assert cards == dict(sorted(cards.items()))
+    for name, card in cards.items():
+        assert card["name"] == name
+        assert set(ARCHITECTURE_KEYS) <= set(card["architecture"])
+        assert card["featurizer"]["element_features"] == element_feature_fingerprint()
+        module, loaded = load_pretrained(name)
+        assert loaded == card
+        assert module.target_mean.item() == pytest.approx(card["target_mean"])
+        assert module.target_scale.item() == pytest.approx(card["target_scale"])
+
+
+def test_other_element_features_fingerprint_raises(saved):
+    path, _ = saved
+
+    def edit(card):
+        card["featurizer"]["element_features"] = "0123456789abcdef"
+
+    edit_card(path, edit)
+    with pytest.raises(ValueError, match="element features"):
+        load_pretrained(path)
+
+
+def test_missing_fingerprint_raises(saved):
+    path, _ = saved
+    edit_card(path, lambda card: card.pop("featurizer"))
+    with pytest.raises(ValueError, match="element features"):
+        load_pretrained(path)
+
+
+def test_weights_with_other_atom_features_raise(saved):
+    # the card's fingerprint matches but the stored table was altered
+    path, _ = saved
+    state = load_state_dict(path)
+    state["atom_features"] = state["atom_features"].flip(0).contiguous()
+    save_state_dict(state, path)
+    with pytest.raises(ValueError, match="element features"):
+        load_pretrained(path)
+
+
+@pytest.mark.parametrize("key, value", [("atom_fea_len", 16), ("n_conv", 2),
+                                        ("h_fea_len", 4), ("n_h", 2), ("radius", 8.0)])
+def test_other_architecture_raises(saved, key, value):
+    path, _ = saved
+
+    def edit(card):
+        card["architecture"][key] = value
+
+    edit_card(path, edit)
+    with pytest.raises(ValueError, match="architecture"):
+        load_pretrained(path)
+
+
+def test_missing_card_raises(saved):
+    path, _ = saved
+    path.with_suffix(".json").unlink()
+    with pytest.raises(FileNotFoundError, match="model card"):
+        load_pretrained(path)
+
+
+def test_missing_weights_raises(saved):
+    path, _ = saved
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="tiny-cu.pt"):
+        load_pretrained(path.with_suffix(".json"))
+
+
+def test_corrupt_weights_raise(saved):
+    path, _ = saved
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load_pretrained(path)
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"name": "x"}',
+                                  '{"architecture": {"atom_fea_len": 8}}'])
+def test_invalid_card_raises(saved, text):
+    path, _ = saved
+    path.with_suffix(".json").write_text(text)
+    with pytest.raises(ValueError, match="not a valid skcgcnn card"):
+        load_pretrained(path)

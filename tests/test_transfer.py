@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+from skcgcnn import CGCNNRegressor, CrystalGraphTransformer, TransferCGCNNRegressor
+from skcgcnn.io import load_state_dict
+from skcgcnn.pretrained import list_pretrained, load_pretrained, save_pretrained
+
+FAST = dict(max_epochs=3, batch_size=8, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def source(tiny, tmp_path_factory):
+    """A small pretrained model saved as a library file."""
+    _, graphs, y = tiny
+    net = CGCNNRegressor(atom_fea_len=16, h_fea_len=24, **FAST).fit(graphs, y)
+    path = tmp_path_factory.mktemp("pretrained") / "tiny.pt"
+    save_pretrained(net, path, target="volume", units="A^3/atom")
+    return net, path
+
+
+def test_initialize_loads_every_pretrained_tensor(source):
+    _, path = source
+    model = TransferCGCNNRegressor(path, head="keep").initialize()
+    saved = load_state_dict(path)
+    state = model.module_.state_dict()
+    assert set(model.transferred_) == set(saved)
+    for k, v in saved.items():
+        assert torch.equal(state[k], v), k
+
+
+def test_new_head_is_reinitialised(source):
+    _, path = source
+    model = TransferCGCNNRegressor(path, h_fea_len=8).initialize()
+    assert model.module_.conv_to_fc.out_features == 8
+    assert not any(k.startswith(("conv_to_fc", "fc_out")) for k in model.transferred_)
+    saved = load_state_dict(path)
+    assert torch.equal(model.module_.convs[0].fc_bond.weight, saved["convs.0.fc_bond.weight"])
+
+
+@pytest.mark.parametrize("freeze, n_frozen_convs", [("all_but_head", 3), (1, 1), ("embedding", 0)])
+def test_frozen_layers_stay_fixed_others_change(tiny, source, freeze, n_frozen_convs):
+    _, graphs, y = tiny
+    _, path = source
+    model = TransferCGCNNRegressor(path, freeze=freeze, **FAST).fit(graphs, 2 * y)
+    saved = load_state_dict(path)
+    state = model.module_.state_dict()
+    frozen = ("embedding.",) + tuple(f"convs.{i}." for i in range(n_frozen_convs))
+    for k in saved:
+        if k.startswith(frozen):  # weights and batch-norm running statistics
+            assert torch.equal(state[k], saved[k]), k
+    for i in range(n_frozen_convs, 3):
+        assert not torch.equal(state[f"convs.{i}.fc_bond.weight"], saved[f"convs.{i}.fc_bond.weight"])
+        assert not torch.equal(state[f"convs.{i}.bn1.running_mean"], saved[f"convs.{i}.bn1.running_mean"])
+    assert all(n.startswith(frozen) for n in model.frozen_)
+
+
+def test_target_normaliser_refitted_on_new_target(tiny, source):
+    _, graphs, y = tiny
+    _, path = source
+    model = TransferCGCNNRegressor(path, **FAST).fit(graphs, 100 + y)
+    assert model.module_.target_mean.item() == pytest.approx(100 + y.mean())
+
+
+def test_from_fitted_estimator_and_errors(tiny, source):
+    _, graphs, y = tiny
+    net, path = source
+    model = TransferCGCNNRegressor(net, **FAST).fit(graphs, y)
+    assert model.predict(graphs).shape == (len(y),)
+    with pytest.raises(ValueError, match="not fitted"):
+        TransferCGCNNRegressor(CGCNNRegressor()).fit(graphs, y)
+    with pytest.raises(ValueError, match="unknown pretrained model 'nope'"):
+        TransferCGCNNRegressor("nope").fit(graphs, y)
+    with pytest.raises(ValueError, match="freeze"):
+        TransferCGCNNRegressor(path, freeze="conv").fit(graphs, y)
+    with pytest.raises(ValueError, match="atom_fea_len=64 differs"):
+        TransferCGCNNRegressor(path, atom_fea_len=64).fit(graphs, y)
+    other = CrystalGraphTransformer(radius=6.0).transform(tiny[0])
+    with pytest.raises(ValueError, match="radius=6.0"):
+        TransferCGCNNRegressor(path, **FAST).fit(other, y)
+
+
+@pytest.mark.skipif("mp-formation-energy" not in list_pretrained(), reason="not bundled")
+def test_bundled_formation_energy_model_loads():
+    module, card = load_pretrained("mp-formation-energy")
+    assert card["target"] == "formation_energy_per_atom" and card["units"] == "eV/atom"
+    assert card["n_validation"] == 2500 and card["n_test"] == 2500
+    assert not module.training
