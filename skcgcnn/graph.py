@@ -155,6 +155,12 @@ def _structure_arrays(obj, index=None):
                 "pymatgen's OrderDisorderedStructureTransformation"
             )
         numbers = np.asarray(obj.atomic_numbers)
+        # a DummySpecies has a meaningless "atomic number" (a hash): name the species
+        bad = [str(sp) for sp, z in zip(obj.species, numbers) if not 1 <= z <= MAX_Z]
+        if bad:
+            raise ValueError(
+                f"structure{where} contains species {bad[0]!r}, which is not an element with "
+                f"features (supported: atomic number 1 to {MAX_Z})")
         coords = np.asarray(obj.cart_coords, dtype=float)
         lattice = np.asarray(obj.lattice.matrix, dtype=float)
         pbc = np.asarray(obj.pbc, dtype=np.int64)

@@ -65,7 +65,7 @@ def normalize(y, mean, scale, kind="tanh"):
     >>> yn = normalize(np.array([0.0, 10.0]), 5.0, 5.0)
     >>> np.round(yn, 6)
     array([0.495, 0.505])
-    >>> denormalize(yn, 5.0, 5.0)
+    >>> np.round(denormalize(yn, 5.0, 5.0), 6)
     array([ 0., 10.])
     """
     _check_kind(kind)

@@ -260,10 +260,12 @@ def test_disordered_structure_raises():
         CrystalGraphTransformer().transform([s])
 
 
-def test_dummy_species_raises():
-    s = Structure(Lattice.cubic(4.0), [DummySpecies("X"), "Na"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    with pytest.raises(ValueError, match="atomic number"):
-        build_graph(s)
+def test_dummy_species_raises_naming_it():
+    s = Structure(Lattice.cubic(4.0), ["Na", DummySpecies("X")], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(ValueError, match="atomic number") as info:
+        CrystalGraphTransformer().transform([bulk("Cu"), s])
+    # the species is named (its pymatgen "atomic number" is a meaningless hash)
+    assert "X0+" in str(info.value) and "index 1" in str(info.value)
 
 
 @pytest.mark.parametrize("z", [0, 101, 118])
