@@ -1,4 +1,5 @@
-"""Dataset loaders: matbench-style JSON, the CGCNN folder layout, ASE's DCDFT set."""
+"""Dataset loaders: matbench-style JSON, CSV tables, the CGCNN folder layout,
+ASE's DCDFT set and the Materials Project (mp-api)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import csv
 import gzip
 import json
 import os
+import warnings
 
 import numpy as np
 
-__all__ = ["load_matbench_json", "load_cgcnn_folder", "load_dcdft"]
+__all__ = ["load_matbench_json", "load_table", "load_cgcnn_folder", "load_dcdft",
+           "load_materials_project", "mp_search_kwargs", "mp_docs_to_frame"]
 
 
 def _structures_from_dicts(dicts, n_jobs=None):
@@ -99,11 +102,15 @@ def load_cgcnn_folder(root):
         raise FileNotFoundError(f"no id_prop.csv in {root!r}: expected the CGCNN folder layout")
     ids, y = [], []
     with open(table, newline="") as f:
-        for row in csv.reader(f):
+        for line, row in enumerate(csv.reader(f), start=1):
             if not row:
                 continue
             ids.append(row[0].strip())
-            y.append(float(row[1]) if len(row) > 1 and row[1].strip() else np.nan)
+            try:
+                y.append(float(row[1]) if len(row) > 1 and row[1].strip() else np.nan)
+            except ValueError:
+                raise ValueError(f"line {line} of {table!r} has a target that is not a "
+                                 f"number: {row[1]!r}") from None
     paths = [os.path.join(root, f"{i}.cif") for i in ids]
     return ids, paths, np.asarray(y, dtype=float)
 
@@ -131,3 +138,284 @@ def load_dcdft():
     atoms = [dcdft[name] for name in dcdft.names]
     B = np.array([dcdft.data[name]["wien2k_B"] for name in dcdft.names], dtype=float)
     return atoms, B
+
+
+def _looks_like_cif(text):
+    return "\n" in text or text.lstrip().startswith("data_")
+
+
+def _read_structure(cell, folder, where):
+    """One structure from a table cell: CIF text, a file path, a dict or a Structure."""
+    from pymatgen.core import Structure
+
+    if isinstance(cell, Structure):
+        return cell
+    if isinstance(cell, dict):
+        return Structure.from_dict(cell)
+    if not isinstance(cell, str) or not cell.strip():
+        raise ValueError(f"{where} is empty: expected CIF text or the path of a structure file")
+    try:
+        with warnings.catch_warnings():  # pymatgen warns once per CIF about rounding etc.
+            warnings.simplefilter("ignore")
+            if _looks_like_cif(cell):
+                return Structure.from_str(cell, fmt="cif")
+            path = cell.strip()
+            path = path if os.path.isabs(path) else os.path.join(folder, path)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{where} names a structure file that does not exist: "
+                                        f"{path!r}")
+            return Structure.from_file(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # pymatgen raises many types for bad CIFs
+        raise ValueError(f"could not read the structure in {where}: {exc}") from exc
+
+
+def load_table(path, structure_column="structure", target_column=None, n_jobs=None):
+    """Load a table of crystals: CSV with CIF paths or CIF text, or matbench-style JSON.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.csv`` file, or a ``.json``/``.json.gz`` file in pandas ``split``
+        layout (see :func:`load_matbench_json`). In a CSV, each cell of
+        ``structure_column`` is either CIF text or the path of a structure
+        file (CIF, POSCAR, anything pymatgen reads), relative paths being
+        taken from the CSV's folder.
+    structure_column : str, default="structure"
+        Column holding the structures.
+    target_column : str, optional
+        Column holding the target; it must exist and is converted to float
+        (empty cells become NaN). Its units are the file's.
+    n_jobs : int, optional
+        Processes used to decode the structures of a JSON file.
+
+    Returns
+    -------
+    frame : pandas.DataFrame
+        One row per crystal, in file order; ``structure_column`` holds pymatgen
+        ``Structure`` objects, the other columns are kept as stored.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` or a structure file named in the table does not exist.
+    ValueError
+        If a column is missing (the message lists the columns there are), a
+        structure cannot be read (the message names the row), or the target
+        column is not numeric.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from ase.build import bulk
+    >>> from pymatgen.io.ase import AseAtomsAdaptor
+    >>> from skcgcnn.datasets import load_table
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = AseAtomsAdaptor.get_structure(bulk("Cu")).to(filename=os.path.join(folder, "cu.cif"))
+    >>> with open(os.path.join(folder, "table.csv"), "w") as f:
+    ...     _ = f.write("id,structure,volume\\ncu,cu.cif,11.8\\n")
+    >>> frame = load_table(os.path.join(folder, "table.csv"), target_column="volume")
+    >>> frame.loc[0, "structure"].composition.reduced_formula, float(frame.loc[0, "volume"])
+    ('Cu', 11.8)
+    """
+    import pandas as pd
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"dataset file does not exist: {path!r}")
+    name = path.lower()
+    if name.endswith((".json", ".json.gz")):
+        frame = load_matbench_json(path, n_jobs=n_jobs)
+    elif name.endswith((".csv", ".csv.gz")):
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise ValueError(f"could not read {path!r} as CSV: {exc}") from exc
+    else:
+        raise ValueError(f"unsupported table format {path!r}: expected .csv, .json or .json.gz")
+    for role, column in (("structure", structure_column), ("target", target_column)):
+        if column is not None and column not in frame.columns:
+            raise ValueError(f"{path!r} has no {role} column {column!r}; its columns are "
+                             f"{', '.join(map(str, frame.columns))}")
+    folder = os.path.dirname(os.path.abspath(path))
+    frame[structure_column] = [
+        _read_structure(cell, folder, f"row {i} of column {structure_column!r} in {path!r}")
+        for i, cell in enumerate(frame[structure_column])]
+    if target_column is not None:
+        try:
+            frame[target_column] = pd.to_numeric(frame[target_column]).astype(float)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"target column {target_column!r} of {path!r} is not numeric: "
+                             f"{exc}") from exc
+    return frame.reset_index(drop=True) if name.endswith(".csv") else frame
+
+
+#: Fields requested from the Materials Project summary endpoint by default.
+MP_DEFAULT_FIELDS = ("material_id", "structure", "formula_pretty", "formation_energy_per_atom",
+                     "band_gap", "energy_above_hull")
+
+
+def mp_search_kwargs(fields=None, **criteria):
+    """Keyword arguments for ``MPRester().materials.summary.search``.
+
+    Parameters
+    ----------
+    fields : sequence of str, optional
+        Document fields to request (default :data:`MP_DEFAULT_FIELDS`);
+        ``material_id`` and ``structure`` are always added.
+    **criteria
+        Search criteria of mp-api's summary search, e.g. ``band_gap=(0.1, 10)``
+        (eV), ``num_sites=(1, 20)``, ``elements=["O"]``, ``is_stable=True``.
+        Ranges are ``(min, max)`` pairs; ``None`` values are dropped.
+
+    Returns
+    -------
+    kwargs : dict
+        ``fields`` as a list, and the criteria (ranges as tuples).
+
+    Raises
+    ------
+    ValueError
+        A range that is not a ``(min, max)`` pair with ``min <= max``.
+
+    Examples
+    --------
+    >>> from skcgcnn.datasets import mp_search_kwargs
+    >>> kw = mp_search_kwargs(fields=["band_gap"], band_gap=[0.1, 10], num_chunks=None)
+    >>> kw
+    {'fields': ['material_id', 'structure', 'band_gap'], 'band_gap': (0.1, 10)}
+    """
+    fields = list(MP_DEFAULT_FIELDS if fields is None else fields)
+    fields = [f for f in ("material_id", "structure") if f not in fields] + fields
+    kwargs = {"fields": fields}
+    for key, value in criteria.items():
+        if value is None:
+            continue
+        numeric = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            v is None or isinstance(v, (int, float)) for v in value)
+        if numeric:
+            lo, hi = value
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"criterion {key}={value!r}: min {lo} is larger than max {hi}")
+            value = (lo, hi)
+        kwargs[key] = value
+    return kwargs
+
+
+def _field(doc, name):
+    if isinstance(doc, dict):
+        return doc.get(name)
+    return getattr(doc, name, None)
+
+
+def mp_docs_to_frame(docs, fields=None):
+    """Convert Materials Project summary documents to a DataFrame.
+
+    Parameters
+    ----------
+    docs : iterable of documents
+        mp-api ``SummaryDoc`` objects, or any objects or dicts with the
+        requested fields as attributes or keys. Nested dicts (for example
+        ``bulk_modulus={"vrh": ...}`` in GPa) are flattened to
+        ``bulk_modulus_vrh`` columns; a missing field becomes ``None``.
+    fields : sequence of str, optional
+        Fields to keep (default :data:`MP_DEFAULT_FIELDS`).
+
+    Returns
+    -------
+    frame : pandas.DataFrame
+        One row per document: ``material_id`` (str), ``structure`` (pymatgen
+        ``Structure``; dicts are decoded) and the other fields, in their
+        Materials Project units (eV, eV/atom, GPa).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> from ase.build import bulk
+    >>> from pymatgen.io.ase import AseAtomsAdaptor
+    >>> from skcgcnn.datasets import mp_docs_to_frame
+    >>> doc = SimpleNamespace(material_id="mp-30", structure=AseAtomsAdaptor.get_structure(bulk("Cu")),
+    ...                       band_gap=0.0, bulk_modulus={"vrh": 140.0})
+    >>> mp_docs_to_frame([doc], fields=["band_gap", "bulk_modulus"]).columns.tolist()
+    ['material_id', 'structure', 'band_gap', 'bulk_modulus_vrh']
+    """
+    import pandas as pd
+    from pymatgen.core import Structure
+
+    fields = mp_search_kwargs(fields)["fields"]
+    rows = []
+    for doc in docs:
+        row = {}
+        for name in fields:
+            value = _field(doc, name)
+            if name == "material_id":
+                value = None if value is None else str(value)
+            elif name == "structure" and isinstance(value, dict):
+                value = Structure.from_dict(value)
+            elif isinstance(value, dict):
+                row.update({f"{name}_{k}": v for k, v in value.items()})
+                continue
+            row[name] = value
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=None if rows else fields)
+    missing = frame["structure"].isna()
+    if missing.any():
+        first = frame.loc[missing, "material_id"].iloc[0]
+        raise ValueError(f"{int(missing.sum())} Materials Project document(s) came without a "
+                         f"structure, the first {first!r}")
+    return frame
+
+
+def load_materials_project(api_key=None, fields=None, client=None, **criteria):
+    """Query the Materials Project (mp-api) for crystals and their properties.
+
+    Needs the optional ``mp-api`` package (``pip install mp-api``) and an API
+    key from https://materialsproject.org. The query building
+    (:func:`mp_search_kwargs`) and the conversion of the response
+    (:func:`mp_docs_to_frame`) are tested offline on documents the test suite
+    constructs; the network call itself is not exercised by the tests.
+
+    Parameters
+    ----------
+    api_key : str, optional
+        Materials Project API key; by default mp-api reads ``MP_API_KEY``
+        from the environment or the pymatgen configuration.
+    fields : sequence of str, optional
+        Summary fields to fetch (default :data:`MP_DEFAULT_FIELDS`: material
+        id, structure, formula, formation energy in eV/atom, band gap in eV,
+        energy above hull in eV/atom).
+    client : MPRester-like, optional
+        An open client with a ``materials.summary.search`` method, used
+        instead of opening ``mp_api.client.MPRester(api_key)``.
+    **criteria
+        Search criteria, see :func:`mp_search_kwargs`.
+
+    Returns
+    -------
+    frame : pandas.DataFrame
+        See :func:`mp_docs_to_frame`.
+
+    Raises
+    ------
+    ImportError
+        If mp-api is not installed and no ``client`` is given.
+
+    Examples
+    --------
+    >>> from skcgcnn.datasets import load_materials_project
+    >>> frame = load_materials_project(band_gap=(0.1, None), num_sites=(1, 8))  # doctest: +SKIP
+    >>> frame[["material_id", "band_gap"]].head()  # doctest: +SKIP
+    """
+    kwargs = mp_search_kwargs(fields, **criteria)
+    if client is not None:
+        return mp_docs_to_frame(client.materials.summary.search(**kwargs), kwargs["fields"])
+    try:
+        from mp_api.client import MPRester
+    except ImportError as exc:
+        raise ImportError("load_materials_project needs the optional package mp-api: "
+                          "pip install mp-api (and an API key from "
+                          "https://materialsproject.org)") from exc
+    with MPRester(api_key) as mpr:
+        docs = mpr.materials.summary.search(**kwargs)
+    return mp_docs_to_frame(docs, kwargs["fields"])

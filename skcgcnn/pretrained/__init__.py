@@ -15,7 +15,8 @@ from pathlib import Path
 from ..features import element_feature_fingerprint
 from ..io import load_state_dict, save_json, save_state_dict
 
-__all__ = ["list_pretrained", "load_pretrained", "save_pretrained", "PRETRAINED_DIR"]
+__all__ = ["list_pretrained", "load_pretrained", "load_estimator", "save_pretrained",
+           "PRETRAINED_DIR"]
 
 PRETRAINED_DIR = Path(__file__).parent
 #: Card keys that build the network.
@@ -125,6 +126,59 @@ def load_pretrained(name_or_path):
                          "installation's; it was trained with another featurizer")
     module.load_state_dict(state)
     return module.eval(), card
+
+
+def load_estimator(name_or_path):
+    """A fitted :class:`~skcgcnn.CGCNNRegressor` rebuilt from a saved model and its card.
+
+    The network's architecture, featurizer settings and target normalisation
+    come from the model card; the weights and the normalisation statistics
+    (buffers ``target_mean`` and ``target_scale``) from the state dict. A
+    model saved with :func:`save_pretrained` (from a ``CGCNNRegressor`` or a
+    fine-tuned ``TransferCGCNNRegressor``) predicts exactly as it did before
+    saving.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A name from :func:`list_pretrained` or the path of a ``.pt`` file
+        with its ``.json`` card beside it.
+
+    Returns
+    -------
+    estimator : CGCNNRegressor
+        Ready to ``predict`` (in the units of the target it was trained on;
+        a card with ``"target_transform": "log10"``, written by
+        ``skcgcnn train --log10``, means the predictions are log10 of the
+        target) or to serve as ``TransferCGCNNRegressor(pretrained=...)``.
+        Its ``card_`` attribute holds the model card.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        As :func:`load_pretrained`.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> from skcgcnn.pretrained import list_pretrained, load_estimator
+    >>> if "mp-formation-energy" in list_pretrained():
+    ...     model = load_estimator("mp-formation-energy")
+    ...     print(model.card_["units"], model.predict([bulk("Cu")]).shape)
+    eV/atom (1,)
+    """
+    from ..estimators import CGCNNRegressor
+
+    module, card = load_pretrained(name_or_path)
+    arch = {k: card["architecture"][k] for k in ARCHITECTURE_KEYS}
+    estimator = CGCNNRegressor(
+        **arch, max_num_nbr=card["featurizer"]["max_num_nbr"],
+        target_normalization=card.get("target_normalization", "standard"))
+    estimator.initialize()
+    estimator.module_.load_state_dict(module.state_dict())
+    estimator.module_.eval()
+    estimator.card_ = card
+    return estimator
 
 
 def save_pretrained(estimator, path, **card):

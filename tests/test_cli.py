@@ -1,0 +1,216 @@
+"""End-to-end tests of the ``skcgcnn`` command (skcgcnn.cli)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from ase.build import bulk
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from skcgcnn import TransferCGCNNRegressor
+from skcgcnn.cli import _default_n_train, main
+from skcgcnn.pretrained import PRETRAINED_DIR, load_estimator
+
+FAST = ["--epochs", "3", "--batch-size", "8", "--random-state", "0", "-q"]
+
+
+def _crystals():
+    """Sixteen strained Cu, Al, NaCl and Si crystals and their volume per atom (Å^3)."""
+    out = []
+    for strain in np.linspace(0.96, 1.04, 4):
+        for name, kw in (("Cu", {"a": 3.6}), ("Al", {"a": 4.05}),
+                         ("NaCl", {"crystalstructure": "rocksalt", "a": 5.64}),
+                         ("Si", {"crystalstructure": "diamond", "a": 5.43})):
+            atoms = bulk(name, **{**kw, "a": kw["a"] * strain})
+            out.append((AseAtomsAdaptor.get_structure(atoms), atoms.get_volume() / len(atoms)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A CGCNN folder (id_prop.csv + CIFs) and a frozen copy of a bundled model."""
+    root = tmp_path_factory.mktemp("cgcnn")
+    lines = []
+    for i, (structure, volume) in enumerate(_crystals()):
+        structure.to(filename=str(root / f"x{i}.cif"))
+        lines.append(f"x{i},{float(volume)!r}")
+    (root / "id_prop.csv").write_text("\n".join(lines) + "\n")
+    # a copy, so a retraining of the bundled model during the tests changes nothing here
+    pre = tmp_path_factory.mktemp("pretrained") / "formation.pt"
+    shutil.copy(PRETRAINED_DIR / "mp-formation-energy.pt", pre)
+    shutil.copy(PRETRAINED_DIR / "mp-formation-energy.json", pre.with_suffix(".json"))
+    return root, pre
+
+
+@pytest.fixture(scope="module")
+def finetuned(folder, tmp_path_factory):
+    root, pre = folder
+    model = tmp_path_factory.mktemp("model") / "model.pt"
+    assert main(["finetune", "--pretrained", str(pre), str(root), "-o", str(model), *FAST]) == 0
+    return model
+
+
+def _ids_and_y(root):
+    table = pd.read_csv(root / "id_prop.csv", header=None, names=["id", "y"],
+                        float_precision="round_trip")
+    return table.id.tolist(), table.y.to_numpy()
+
+
+def test_finetune_then_predict_matches_the_estimator(folder, finetuned, tmp_path):
+    root, pre = folder
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(finetuned), str(root), "-o", str(out), "-q"]) == 0
+    table = pd.read_csv(out, float_precision="round_trip")
+    ids, y = _ids_and_y(root)
+    assert table.columns.tolist() == ["id", "prediction"]
+    assert table.id.tolist() == ids and np.isfinite(table.prediction).all()
+    # the same fit in Python, from the CIF paths, predicts the same numbers
+    paths = [str(root / f"{i}.cif") for i in ids]
+    est = TransferCGCNNRegressor(pretrained=str(pre), max_epochs=3, batch_size=8,
+                                 random_state=0).fit(paths, y)
+    np.testing.assert_allclose(table.prediction, est.predict(paths), rtol=1e-9)
+    # and the saved model round-trips to identical predictions
+    np.testing.assert_array_equal(load_estimator(finetuned).predict(paths), est.predict(paths))
+    card = json.loads(finetuned.with_suffix(".json").read_text())
+    assert card["pretrained"] == str(pre) and card["target_transform"] is None
+    assert card["n_train"] + card["n_validation"] == 16 and card["epochs_trained"] == 3
+    assert card["training_command"].startswith("skcgcnn finetune --pretrained")
+
+
+def test_predict_to_stdout_and_from_graph_file(folder, finetuned, tmp_path, capsys):
+    root, _ = folder
+    graphs = tmp_path / "graphs.joblib"
+    assert main(["featurize", str(root), "-o", str(graphs), "-q"]) == 0
+    stored = joblib.load(graphs)
+    ids, y = _ids_and_y(root)
+    assert stored["ids"] == ids and np.array_equal(stored["y"], y)
+    assert len(stored["graphs"]) == 16 and stored["graphs"][0].n_edges == 12  # fcc Cu
+    capsys.readouterr()
+    main(["predict", str(finetuned), str(root), "-q"])
+    from_folder = capsys.readouterr().out
+    main(["predict", str(finetuned), str(graphs), "-q"])
+    assert capsys.readouterr().out == from_folder and from_folder.startswith("id,prediction\n")
+
+
+def test_train_log10_from_csv_table(tmp_path):
+    rows = []
+    for i, (structure, volume) in enumerate(_crystals()):
+        if i % 2:  # CIF text in the cell
+            cell = structure.to(fmt="cif")
+        else:  # a path relative to the CSV
+            structure.to(filename=str(tmp_path / f"s{i}.cif"))
+            cell = f"s{i}.cif"
+        rows.append({"name": f"s{i}", "structure": cell, "volume": volume})
+    pd.DataFrame(rows).to_csv(tmp_path / "table.csv", index=False)
+    model = tmp_path / "vol.pt"
+    assert main(["train", str(tmp_path / "table.csv"), "--target", "volume", "--log10",
+                 "--units", "A^3", "--id-column", "name", "-o", str(model), *FAST,
+                 "--lr", "0.02"]) == 0
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["target_transform"] == "log10" and card["units"] == "A^3"
+    assert card["hyperparameters"]["lr"] == 0.02
+    out = tmp_path / "p.csv"
+    main(["predict", str(model), str(tmp_path / "table.csv"), "--id-column", "name",
+          "-o", str(out), "-q"])
+    pred = pd.read_csv(out)
+    volume = np.array([r["volume"] for r in rows])
+    assert pred.id.tolist() == [r["name"] for r in rows]
+    # written back in Å^3 (10 to 25), not in log10 units (about 1.1)
+    assert (pred.prediction > volume.min() / 3).all() and (pred.prediction < volume.max() * 3).all()
+
+
+def test_pretrained_listing(capsys):
+    assert main(["pretrained"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "target", "units", "n_train", "test_mae"]
+    row = next(line.split() for line in lines if line.startswith("mp-formation-energy "))
+    assert row[1:3] == ["formation_energy_per_atom", "eV/atom"] and int(row[3]) > 1000
+    assert main(["pretrained", "mp-band-gap-nm"]) == 0
+    assert json.loads(capsys.readouterr().out)["target"] == "band_gap"
+
+
+def test_compare_prints_table_and_ttest(folder, tmp_path, capsys):
+    root, pre = folder
+    results = tmp_path / "trials.csv"
+    assert main(["compare", str(root), "--pretrained", str(pre), "--n-trials", "2",
+                 "--epochs", "2", "--batch-size", "8", "--cv", "2", "--units", "A^3", "--results",
+                 str(results), "-q"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "16 crystals, target 'target', 2 trial(s) of 11/2/2 train/validation/test" in out[0]
+    assert out[1].startswith("model") and "test MAE A^3, mean (std)" in out[1]
+    assert [line.split()[0] for line in out[2:7]] == ["TL-CGCNN", "CGCNN", "RF", "SVR", "LASSO"]
+    assert out[7].startswith("paired t-test TL-CGCNN vs CGCNN over 2 trials: t = ")
+    p = float(out[7].split("p = ")[1].split()[0])
+    assert 0.0 <= p <= 1.0
+    trials = pd.read_csv(results)
+    assert len(trials) == 10 and set(trials.trial) == {0, 1}
+    mean_rf = trials[trials.model == "RF"].test_mae.mean()
+    assert f"{mean_rf:.4g} (" in out[4]
+
+
+def test_default_training_size_is_4_1_1():
+    assert _default_n_train(750) == 500 and _default_n_train(16) == 11
+
+
+def _error(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_errors_are_one_line_with_status_2(folder, tmp_path, capsys):
+    root, _ = folder
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = _error(["train", str(empty), "-o", str(tmp_path / "m.pt")], capsys)
+    assert err.startswith("skcgcnn train: error: no id_prop.csv in") and str(empty) in err
+    err = _error(["train", str(tmp_path / "absent"), "-o", str(tmp_path / "m.pt")], capsys)
+    assert "input does not exist" in err and "absent" in err
+    err = _error(["finetune", "--pretrained", "no-such-model", str(root), "-o",
+                  str(tmp_path / "m.pt")], capsys)
+    assert "unknown pretrained model 'no-such-model'" in err and "mp-formation-energy" in err
+    table = tmp_path / "t.csv"
+    table.write_text("structure,y\nx0.cif,1.0\n")
+    shutil.copy(root / "x0.cif", tmp_path / "x0.cif")
+    err = _error(["train", str(table), "--target", "band_gap", "-o", str(tmp_path / "m.pt")],
+                 capsys)
+    assert "no target column 'band_gap'" in err and "structure, y" in err
+    err = _error(["train", str(table), "-o", str(tmp_path / "m.pt")], capsys)
+    assert "--target" in err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "id_prop.csv").write_text("gone,1.0\n")
+    err = _error(["predict", "mp-formation-energy", str(tmp_path / "bad")], capsys)
+    assert "gone.cif" in err
+    err = _error(["compare", str(root), "--models", "tl,gbm"], capsys)
+    assert "gbm" in err
+    negative = tmp_path / "neg.csv"
+    negative.write_text("structure,y\nx0.cif,-1.0\n")
+    err = _error(["train", str(negative), "--target", "y", "--log10", "-o", "m.pt"], capsys)
+    assert "--log10 needs positive targets" in err
+
+
+@pytest.mark.parametrize("command", ["featurize", "train", "finetune", "predict",
+                                     "pretrained", "compare"])
+def test_help_has_examples(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert f"examples:\n  skcgcnn {command}" in capsys.readouterr().out
+
+
+def test_console_script():
+    done = subprocess.run([sys.executable, "-m", "skcgcnn", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "finetune" in done.stdout and "compare" in done.stdout
+    script = shutil.which("skcgcnn")
+    if script is not None:  # the [project.scripts] entry point, once installed
+        done = subprocess.run([script, "pretrained"], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0 and "mp-formation-energy" in done.stdout
