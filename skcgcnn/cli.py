@@ -509,6 +509,9 @@ def build_parser():
                "  skcgcnn predict model.pt new_crystals/ -o predictions.csv\n"
                "  skcgcnn compare elastic.json.gz --target K_VRH --log10\n\n"
                "run 'skcgcnn COMMAND --help' for the options of a command")
+    parser.add_argument("--traceback", action="store_true",
+                        help="on bad input, raise the error with its traceback instead of "
+                             "printing one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = _subcommand(
@@ -612,7 +615,8 @@ def main(argv=None):
     status : int
         0 on success. Bad input (a missing folder, file or column, an unknown
         pretrained model, ...) raises ``SystemExit(2)`` after printing one
-        line, ``skcgcnn COMMAND: error: ...``, to standard error.
+        line, ``skcgcnn COMMAND: error: ...``, to standard error (with
+        ``--traceback``, the error itself is raised).
 
     Examples
     --------
@@ -631,6 +635,8 @@ def main(argv=None):
             warnings.filterwarnings("ignore", module="pymatgen")
             return args.func(args)
     except _INPUT_ERRORS as exc:
+        if args.traceback:
+            raise
         message = " ".join(str(exc.args[0] if isinstance(exc, KeyError) and exc.args
                                else exc).split())
         parser.exit(EXIT_BAD_INPUT, f"skcgcnn {args.command}: error: {message}\n")

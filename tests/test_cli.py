@@ -173,6 +173,8 @@ def test_errors_are_one_line_with_status_2(folder, tmp_path, capsys):
     assert err.startswith("skcgcnn train: error: no id_prop.csv in") and str(empty) in err
     err = _error(["train", str(tmp_path / "absent"), "-o", str(tmp_path / "m.pt")], capsys)
     assert "input does not exist" in err and "absent" in err
+    with pytest.raises(FileNotFoundError, match="input does not exist"):
+        main(["--traceback", "train", str(tmp_path / "absent"), "-o", str(tmp_path / "m.pt")])
     err = _error(["finetune", "--pretrained", "no-such-model", str(root), "-o",
                   str(tmp_path / "m.pt")], capsys)
     assert "unknown pretrained model 'no-such-model'" in err and "mp-formation-energy" in err
@@ -206,11 +208,9 @@ def test_help_has_examples(command, capsys):
 
 
 def test_console_script():
-    done = subprocess.run([sys.executable, "-m", "skcgcnn", "--help"], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0 and "finetune" in done.stdout and "compare" in done.stdout
+    # the [project.scripts] entry point once installed, else ``python -m skcgcnn``
     script = shutil.which("skcgcnn")
-    if script is not None:  # the [project.scripts] entry point, once installed
-        done = subprocess.run([script, "pretrained"], capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0 and "mp-formation-energy" in done.stdout
+    command = [script] if script else [sys.executable, "-m", "skcgcnn"]
+    done = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "finetune" in done.stdout and "compare" in done.stdout
