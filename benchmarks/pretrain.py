@@ -75,6 +75,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--conv-dtype", default="bfloat16", choices=["float32", "bfloat16"],
+                   help="precision of the convolutions (bfloat16: about 2.5x faster on CPU)")
     p.add_argument("--out", default=str(PRETRAINED_DIR))
     args = p.parse_args(argv)
     if args.threads:
@@ -111,12 +113,13 @@ def main(argv=None):
         "split_seed": args.seed, "training_command": command,
         "hyperparameters": {"optimizer": "SGD", "momentum": 0.9, "lr": args.lr,
                             "lr_decay_epoch": args.lr_decay_epoch, "lr_decay": 0.1,
-                            "batch_size": args.batch_size, "epochs": args.epochs},
+                            "batch_size": args.batch_size, "epochs": args.epochs,
+                            "conv_dtype": args.conv_dtype},
     }
     val_idx = np.concatenate([tr, va])
     net = CGCNNRegressor(
         lr=lr, lr_decay_epoch=decay_at, batch_size=args.batch_size, max_epochs=max(remaining, 0),
-        device=args.device, random_state=args.seed, verbose=1,
+        device=args.device, random_state=args.seed, verbose=1, conv_dtype=args.conv_dtype,
         train_split=lambda ds, y: _fixed_split(ds, len(tr)),
         callbacks=[SaveBest(ckpt, os.path.join(args.out, args.name), card)],
     )

@@ -180,7 +180,12 @@ def train_original(structures, y, epochs, batch_size, cache=True, seed=0):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=5000, help="crystals (the first N of the file)")
+    p.add_argument("--n", type=int, default=5000, help="crystals")
+    p.add_argument("--sample", choices=["head", "random"], default="head",
+                   help="the first N crystals of the file (fast to read; smaller cells than "
+                        "average) or N drawn at random, seed 0 (reads the whole file)")
+    p.add_argument("--conv-dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="CGCNNRegressor(conv_dtype=...) for skcgcnn")
     p.add_argument("--data", default=str(MP_CRYSTALS), help="matbench-style JSON file")
     p.add_argument("--target", default="formation_energy_per_atom")
     p.add_argument("--epochs", type=int, default=3)
@@ -197,7 +202,12 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
-    frame = load_crystals(args.n, args.data)
+    if args.sample == "head":
+        frame = load_crystals(args.n, args.data)
+    else:
+        frame = load_crystals(None, args.data)
+        pick = np.sort(np.random.RandomState(0).choice(len(frame), args.n, replace=False))
+        frame = frame.iloc[pick].reset_index(drop=True)
     structures = list(frame["structure"])
     y = frame[args.target].to_numpy(dtype=float)
     n = len(structures)
@@ -216,7 +226,7 @@ def main(argv=None):
           f"n_jobs={args.n_jobs}); graphs {graph_mib:.1f} MiB", flush=True)
 
     net = CGCNNRegressor(batch_size=args.batch_size, validation_fraction=None,
-                         max_epochs=args.epochs, random_state=0,
+                         max_epochs=args.epochs, random_state=0, conv_dtype=args.conv_dtype,
                          callbacks=[("cpu_time", EpochCPUTime())])
     t0, c0 = time.perf_counter(), time.process_time()
     net.fit(graphs, y)
@@ -236,6 +246,8 @@ def main(argv=None):
         "target": args.target,
         "atoms_per_crystal_mean": float(n_atoms.mean()),
         "batch_size": args.batch_size,
+        "sample": args.sample,
+        "conv_dtype": args.conv_dtype,
         "torch_threads": torch.get_num_threads(),
         "decode_s": t_load,
         "featurize_s": t_feat,

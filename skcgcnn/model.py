@@ -8,7 +8,10 @@ from torch import nn
 
 from .features import N_ATOM_FEATURES, element_feature_table
 
-__all__ = ["CGCNN", "GatedConv", "gaussian_expansion"]
+__all__ = ["CGCNN", "GatedConv", "gaussian_expansion", "CONV_DTYPES"]
+
+#: ``conv_dtype`` values of :class:`CGCNN` and the autocast dtype of each.
+CONV_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def gaussian_expansion(distances, centers, width):
@@ -73,6 +76,10 @@ class CGCNN(nn.Module):
         Largest Gaussian centre in angstrom (the graph's cutoff).
     gaussian_step : float, default=0.2
         Spacing and width of the Gaussian centres in angstrom.
+    conv_dtype : {"float32", "bfloat16"}, default="float32"
+        Precision of the embedding and convolutions. ``"bfloat16"`` runs them
+        under ``torch.autocast`` (parameters stay float32); pooling and the
+        head always run in float32, so predictions keep float32 resolution.
 
     Attributes
     ----------
@@ -88,8 +95,11 @@ class CGCNN(nn.Module):
     """
 
     def __init__(self, atom_fea_len=64, n_conv=3, h_fea_len=128, n_h=1,
-                 radius=8.0, gaussian_step=0.2):
+                 radius=8.0, gaussian_step=0.2, conv_dtype="float32"):
         super().__init__()
+        if conv_dtype not in CONV_DTYPES:
+            raise ValueError(f"conv_dtype must be one of {tuple(CONV_DTYPES)}, got {conv_dtype!r}")
+        self.conv_dtype = conv_dtype
         self.hparams = dict(atom_fea_len=atom_fea_len, n_conv=n_conv, h_fea_len=h_fea_len,
                             n_h=n_h, radius=radius)
         self.register_buffer("atom_features", torch.from_numpy(element_feature_table().copy()))
@@ -124,10 +134,13 @@ class CGCNN(nn.Module):
 
     def crystal_features(self, numbers, centers, neighbors, distances, crystal, n_atoms):
         """Pooled crystal vectors (eq. 4), shape (n_crystals, atom_fea_len)."""
-        atom_fea = self.embedding(self.atom_features).index_select(0, numbers)
-        bond_fea = gaussian_expansion(distances, self.gaussian_centers, self.gaussian_step)
-        for conv in self.convs:
-            atom_fea = conv(atom_fea, bond_fea, centers, neighbors)
+        dtype = CONV_DTYPES[self.conv_dtype]
+        with torch.autocast(numbers.device.type, dtype=dtype, enabled=dtype is not None):
+            atom_fea = self.embedding(self.atom_features).index_select(0, numbers)
+            bond_fea = gaussian_expansion(distances, self.gaussian_centers, self.gaussian_step)
+            for conv in self.convs:
+                atom_fea = conv(atom_fea, bond_fea, centers, neighbors)
+        atom_fea = atom_fea.float()
         pooled = atom_fea.new_zeros(len(n_atoms), atom_fea.shape[1]).index_add_(0, crystal, atom_fea)
         return pooled / n_atoms.clamp(min=1).to(pooled.dtype)[:, None]
 

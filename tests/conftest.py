@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 from ase.build import bulk
 
 from skcgcnn import CrystalGraphTransformer
@@ -24,15 +23,3 @@ def tiny():
     y = np.array([at.get_volume() / len(at) for at in atoms])
     return atoms, CrystalGraphTransformer().transform(atoms), y
 
-
-@pytest.fixture
-def one_torch_thread():
-    """Run a test with one torch thread, then restore the count.
-
-    Tiny networks on a busy machine train a hundred times slower with more
-    torch (OpenMP) threads than free cores, from spin-waiting threads.
-    """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

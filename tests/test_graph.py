@@ -399,3 +399,21 @@ def test_verbose_progress_bar(capsys):
     out = CrystalGraphTransformer(verbose=True).transform([bulk("Cu"), bulk("Si")])
     assert len(out) == 2
     assert "crystal graphs" in capsys.readouterr().err
+
+
+def test_large_cell_featurizes_in_bounded_memory(monkeypatch):
+    import tracemalloc
+
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True) * (10, 10, 5)  # 2,000 atoms
+    monkeypatch.setattr(graph_module, "_CENTER_CHUNK", 250)
+    tracemalloc.start()
+    try:
+        g = build_graph(cell)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert g.n_edges == 12 * 2000
+    np.testing.assert_allclose(g.distances, 3.6 / np.sqrt(2), rtol=1e-5)
+    # the neighbour search of one 250-atom chunk sets the peak (about 6 MiB; the
+    # whole 2,000-atom cell at once takes about 27 MiB)
+    assert peak < 12 * 2**20, peak / 2**20

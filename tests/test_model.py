@@ -206,3 +206,24 @@ def test_gated_conv_isolated_atom_keeps_features():
     out = conv(atom_fea, torch.zeros(0, 3), empty, empty)
     # no messages: v <- softplus(v + BN(0)) with fresh BN (mean 0, var 1, no shift)
     torch.testing.assert_close(out, torch.nn.functional.softplus(atom_fea), rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_convolutions_match_float32_and_keep_float32_output(graphs):
+    fp32 = warm_up(small_model(radius=6.0), graphs)
+    bf16 = small_model(radius=6.0, conv_dtype="bfloat16")
+    bf16.load_state_dict(fp32.state_dict())
+    bf16.eval()
+    with torch.no_grad():
+        a, b = fp32(**batch(graphs)), bf16(**batch(graphs))
+    assert b.dtype == torch.float32 and all(p.dtype == torch.float32 for p in bf16.parameters())
+    # bfloat16 keeps 8 bits of mantissa: agreement to a few percent, not bit for bit
+    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0.05, atol=0.05)
+    assert not torch.equal(a, b)
+    bf16.train()
+    bf16(**batch(graphs)).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in bf16.parameters())
+
+
+def test_unknown_conv_dtype_raises():
+    with pytest.raises(ValueError, match="conv_dtype must be one of .*'float16'"):
+        CGCNN(conv_dtype="float16")

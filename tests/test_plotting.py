@@ -16,8 +16,6 @@ from skcgcnn.plotting import (  # noqa: E402
     plot_parity,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture
 def ax():

@@ -19,8 +19,6 @@ from skcgcnn.stats import (
     summarize,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def linear_data():
