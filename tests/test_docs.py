@@ -1,0 +1,85 @@
+"""The documentation builds without a warning, gallery included (Sphinx -W)."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+EXAMPLES = ROOT / "examples"
+#: Written by a build into the source folder; never copied into the test's build.
+BUILD_OUTPUTS = ("_build", "auto_examples", "gen_modules", "sg_execution_times.rst")
+
+MISSING = [m for m in ("sphinx", "numpydoc", "sphinx_gallery", "myst_parser")
+           if importlib.util.find_spec(m) is None]
+pytestmark = pytest.mark.skipif(
+    bool(MISSING), reason=f"documentation tools not installed ({', '.join(MISSING)}): "
+                          "pip install -e .[docs]")
+
+
+@pytest.fixture(scope="module")
+def html(tmp_path_factory):
+    """Build the docs from a copy of docs/ and examples/ into a temporary folder.
+
+    A copy, so the build neither writes into the checkout nor reuses a gallery that an
+    earlier build ran (sphinx-gallery skips examples whose MD5 it has seen), and two test
+    runs at once cannot collide.
+    """
+    tmp = tmp_path_factory.mktemp("docs")
+    shutil.copytree(DOCS, tmp / "docs", ignore=shutil.ignore_patterns(*BUILD_OUTPUTS))
+    shutil.copytree(EXAMPLES, tmp / "examples",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    out = tmp / "html"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "agg"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html",
+         str(tmp / "docs"), str(out)],
+        capture_output=True, text=True, env=env, cwd=tmp, timeout=900)
+    assert proc.returncode == 0, (
+        f"sphinx exited with {proc.returncode}\n--- stderr ---\n{proc.stderr[-8000:]}"
+        f"\n--- stdout ---\n{proc.stdout[-4000:]}")
+    return out
+
+
+def test_index_and_api_pages_exist(html):
+    assert (html / "index.html").is_file()
+    api = (html / "api.html").read_text()
+    for module in ("skcgcnn.graph", "skcgcnn.estimators", "skcgcnn.pretrained",
+                   "skcgcnn.datasets", "skcgcnn.io"):
+        assert module in api
+    assert (html / "gen_modules" / "skcgcnn.TransferCGCNNRegressor.html").is_file()
+    assert (html / "gen_modules" / "skcgcnn.CrystalGraphTransformer.html").is_file()
+
+
+def test_every_gallery_example_has_a_page():
+    examples = sorted(EXAMPLES.glob("plot_*.py"))
+    assert examples, "no gallery examples (examples/plot_*.py)"
+
+
+@pytest.mark.parametrize("example", sorted(p.stem for p in EXAMPLES.glob("plot_*.py")))
+def test_gallery_example_page(html, example):
+    page = html / "auto_examples" / f"{example}.html"
+    assert page.is_file(), f"no page for examples/{example}.py"
+    text = page.read_text()
+    # sphinx-gallery writes a traceback into the page of an example that failed
+    assert "Traceback (most recent call last)" not in text
+
+
+def test_long_scripts_are_not_in_the_gallery(html):
+    for script in ("dcdft_transfer", "elasticity_transfer"):
+        assert not (html / "auto_examples" / f"{script}.html").exists()
+
+
+def test_pretrained_page_renders_every_bundled_card(html):
+    from skcgcnn.pretrained import list_pretrained
+
+    text = (html / "user_guide" / "pretrained.html").read_text()
+    for name in list_pretrained():
+        assert name in text, f"model card {name!r} is not on the pretrained page"
+    assert text.count("Model card:") == len(list_pretrained())
