@@ -25,6 +25,8 @@ parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / 
 parser.add_argument("--epochs", type=int, default=200)
 parser.add_argument("--splits", type=int, default=3)
 parser.add_argument("--pretrained", default="mp-formation-energy")
+parser.add_argument("--conv-dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="bfloat16 trains about 2.5x faster on CPUs that support it")
 args = parser.parse_args()
 if not Path(args.data).is_file():
     sys.exit(f"data file not found: {args.data} (pass --data PATH)")
@@ -32,7 +34,8 @@ if not Path(args.data).is_file():
 frame = load_matbench_json(args.data)
 graphs = CrystalGraphTransformer(n_jobs=2).transform(frame["structure"])
 y = np.log10(frame["K_VRH"].to_numpy())
-common = dict(max_epochs=args.epochs, lr_decay_epoch=args.epochs // 2, batch_size=64)
+common = dict(max_epochs=args.epochs, lr_decay_epoch=args.epochs // 2, batch_size=64,
+              conv_dtype=args.conv_dtype)
 rows = []
 for seed in range(args.splits):
     idx = np.random.RandomState(seed).permutation(len(y))

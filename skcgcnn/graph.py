@@ -148,20 +148,21 @@ def _structure_arrays(obj, index=None):
             # a molecule or cluster: any box holding it serves the neighbour search
             lattice = np.diag(np.ptp(coords, axis=0) + 1.0) if len(coords) else np.eye(3)
     elif hasattr(obj, "lattice") and hasattr(obj, "cart_coords"):  # pymatgen Structure
-        if not obj.is_ordered:
+        try:  # one pass over the sites; pymatgen refuses it for disordered ones
+            numbers = np.array([site.specie.Z for site in obj], dtype=np.int64)
+        except AttributeError:
             raise ValueError(
                 f"structure{where} ({obj.composition.reduced_formula}) has disordered "
                 "(partially occupied) sites; order it first, for example with "
                 "pymatgen's OrderDisorderedStructureTransformation"
-            )
-        numbers = np.asarray(obj.atomic_numbers)
-        # a DummySpecies has a meaningless "atomic number" (a hash): name the species
-        bad = [str(sp) for sp, z in zip(obj.species, numbers) if not 1 <= z <= MAX_Z]
-        if bad:
+            ) from None
+        bad = (numbers < 1) | (numbers > MAX_Z)
+        if bad.any():
+            # a DummySpecies has a meaningless "atomic number" (a hash): name the species
             raise ValueError(
-                f"structure{where} contains species {bad[0]!r}, which is not an element with "
-                f"features (supported: atomic number 1 to {MAX_Z})")
-        coords = np.asarray(obj.cart_coords, dtype=float)
+                f"structure{where} contains species {str(obj[int(np.argmax(bad))].specie)!r}, "
+                f"which is not an element with features (supported: atomic number 1 to {MAX_Z})")
+        coords = obj.lattice.get_cartesian_coords(obj.frac_coords)
         lattice = np.asarray(obj.lattice.matrix, dtype=float)
         pbc = np.asarray(obj.pbc, dtype=np.int64)
     else:
@@ -193,8 +194,8 @@ def _neighbor_arrays(numbers, coords, lattice, pbc, radius, max_num_nbr):
         # nearest first within each center; ties broken by neighbour index
         order = np.lexsort((p, d, c))
         c, p, d = c[order], p[order], d[order]
-        first = np.searchsorted(c, c, side="left")
-        rank = np.arange(len(c)) - first
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])  # first edge of each center
+        rank = np.arange(len(c)) - np.repeat(starts, np.diff(np.r_[starts, len(c)]))
         keep = rank < max_num_nbr
         parts.append((c[keep], p[keep], d[keep]))
     if not parts:
