@@ -14,6 +14,13 @@ import torch
 __all__ = ["atomic_write_bytes", "save_state_dict", "load_state_dict", "save_json"]
 
 
+def _file_mode():
+    """The mode ``open(path, "w")`` gives a new file: 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path, data: bytes):
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
@@ -28,6 +35,7 @@ def atomic_write_bytes(path, data: bytes):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())  # mkstemp makes 0600; a plain open() would honour the umask
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -116,6 +116,13 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     assert os.listdir(tmp_path) == ["file.bin"]
 
 
+def test_atomic_write_gives_the_mode_of_a_plain_write(tmp_path):
+    atomic_write_bytes(tmp_path / "atomic.bin", b"x")
+    (tmp_path / "plain.bin").write_bytes(b"x")
+    mode = (tmp_path / "plain.bin").stat().st_mode & 0o777
+    assert (tmp_path / "atomic.bin").stat().st_mode & 0o777 == mode
+
+
 def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
     path = tmp_path / "file.bin"
     atomic_write_bytes(path, b"old contents")
