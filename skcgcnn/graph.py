@@ -11,6 +11,7 @@ network, so a cached graph costs about 150 bytes per atom.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -134,7 +135,9 @@ def _structure_arrays(obj, index=None):
         from pymatgen.core import Structure
 
         try:
-            obj = Structure.from_file(path)
+            with warnings.catch_warnings():  # one CIF-rounding note per crystal floods the output
+                warnings.filterwarnings("ignore", category=UserWarning, module="pymatgen.io.cif")
+                obj = Structure.from_file(path)
         except Exception as exc:  # pymatgen raises many types for bad files
             raise ValueError(f"could not read a structure from {path!r}{where}: {exc}") from exc
     if hasattr(obj, "get_atomic_numbers") and hasattr(obj, "get_cell"):  # ase.Atoms
