@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .graph import _as_list
+from .graph import _as_list, read_structure_file
 
 __all__ = ["MagpieFeaturizer"]
 
@@ -21,8 +22,8 @@ def _composition(obj, index):
         return obj.composition
     if isinstance(obj, Composition):
         return obj
-    if isinstance(obj, str):
-        return Structure.from_file(obj).composition
+    if isinstance(obj, (str, os.PathLike)):
+        return read_structure_file(obj, f" at index {index}").composition
     raise TypeError(f"expected a Structure, ase.Atoms, Composition or path at index {index}, "
                     f"got {type(obj).__name__}")
 

@@ -11,6 +11,8 @@ import warnings
 
 import numpy as np
 
+from .graph import read_structure_file
+
 __all__ = ["load_matbench_json", "load_table", "load_cgcnn_folder", "load_dcdft",
            "load_materials_project", "mp_search_kwargs", "mp_docs_to_frame"]
 
@@ -154,19 +156,14 @@ def _read_structure(cell, folder, where):
         return Structure.from_dict(cell)
     if not isinstance(cell, str) or not cell.strip():
         raise ValueError(f"{where} is empty: expected CIF text or the path of a structure file")
+    if not _looks_like_cif(cell):
+        path = cell.strip()
+        return read_structure_file(path if os.path.isabs(path) else os.path.join(folder, path),
+                                   f" named in {where}")
     try:
         with warnings.catch_warnings():  # pymatgen warns once per CIF about rounding etc.
             warnings.simplefilter("ignore")
-            if _looks_like_cif(cell):
-                return Structure.from_str(cell, fmt="cif")
-            path = cell.strip()
-            path = path if os.path.isabs(path) else os.path.join(folder, path)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{where} names a structure file that does not exist: "
-                                        f"{path!r}")
-            return Structure.from_file(path)
-    except FileNotFoundError:
-        raise
+            return Structure.from_str(cell, fmt="cif")
     except Exception as exc:  # pymatgen raises many types for bad CIFs
         raise ValueError(f"could not read the structure in {where}: {exc}") from exc
 
@@ -248,7 +245,7 @@ def load_table(path, structure_column="structure", target_column=None, n_jobs=No
         except (ValueError, TypeError) as exc:
             raise ValueError(f"target column {target_column!r} of {path!r} is not numeric: "
                              f"{exc}") from exc
-    return frame.reset_index(drop=True) if name.endswith(".csv") else frame
+    return frame
 
 
 #: Fields requested from the Materials Project summary endpoint by default.

@@ -22,7 +22,8 @@ from sklearn.utils._param_validation import Interval
 
 from .features import MAX_Z
 
-__all__ = ["CrystalGraph", "CrystalGraphTransformer", "build_graph", "as_graph_array"]
+__all__ = ["CrystalGraph", "CrystalGraphTransformer", "build_graph", "as_graph_array",
+           "read_structure_file"]
 
 #: Atoms per neighbour-search call; larger cells are searched in chunks so that
 #: memory stays bounded (about 100 MB per chunk at metallic densities).
@@ -121,6 +122,52 @@ class CrystalGraph:
                 f"radius={self.radius}, max_num_nbr={self.max_num_nbr})")
 
 
+def read_structure_file(path, where=""):
+    """Read a structure file (CIF, POSCAR, anything pymatgen reads) with clear errors.
+
+    pymatgen's per-file CIF notes (coordinates rounded, occupancies scaled)
+    are silenced: one per crystal floods the output of a large set.
+
+    Parameters
+    ----------
+    path : str or path-like
+    where : str, default=""
+        Where the path came from (" at index 3", " in row 3 of table.csv"),
+        appended to error messages.
+
+    Returns
+    -------
+    structure : pymatgen.core.Structure
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If pymatgen cannot read a structure from it.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from skcgcnn.graph import read_structure_file
+    >>> read_structure_file(os.path.join(tempfile.mkdtemp(), "missing.cif"), " at index 0")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: structure file at index 0 does not exist: '...missing.cif'
+    """
+    from pymatgen.core import Structure
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"structure file{where} does not exist: {path!r}")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="pymatgen.io.cif")
+            return Structure.from_file(path)
+    except Exception as exc:  # pymatgen raises many types for bad files
+        raise ValueError(f"could not read a structure from {path!r}{where}: {exc}") from exc
+
+
 def _structure_arrays(obj, index=None):
     """Atomic numbers, cartesian coordinates, lattice and pbc of one input.
 
@@ -129,17 +176,7 @@ def _structure_arrays(obj, index=None):
     """
     where = "" if index is None else f" at index {index}"
     if isinstance(obj, (str, os.PathLike)):
-        path = os.fspath(obj)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"structure file{where} does not exist: {path!r}")
-        from pymatgen.core import Structure
-
-        try:
-            with warnings.catch_warnings():  # one CIF-rounding note per crystal floods the output
-                warnings.filterwarnings("ignore", category=UserWarning, module="pymatgen.io.cif")
-                obj = Structure.from_file(path)
-        except Exception as exc:  # pymatgen raises many types for bad files
-            raise ValueError(f"could not read a structure from {path!r}{where}: {exc}") from exc
+        obj = read_structure_file(obj, where)
     if hasattr(obj, "get_atomic_numbers") and hasattr(obj, "get_cell"):  # ase.Atoms
         numbers = np.asarray(obj.get_atomic_numbers())
         coords = np.asarray(obj.get_positions(), dtype=float)
