@@ -213,6 +213,21 @@ def _structure_arrays(obj, index=None):
     return numbers, coords, lattice, pbc, where
 
 
+def _edge_order(c, p, d, n_centers, n_atoms):
+    """Order of the edges by center, then stored (float32) distance, then neighbour.
+
+    Distances are compared as they are stored, so that which of two equally
+    distant atoms is kept at the 12th place does not hang on rounding noise
+    of the neighbour search. One sort of int64 keys: center, the bits of the
+    positive float32 distance (which order like the floats) and neighbour.
+    """
+    c_bits, p_bits = int(n_centers).bit_length(), int(n_atoms).bit_length()
+    if c_bits + 31 + p_bits > 63:  # beyond two million atoms: three keys
+        return np.lexsort((p, d, c))
+    key = (c.astype(np.int64) << (31 + p_bits)) | (d.view(np.int32).astype(np.int64) << p_bits)
+    return np.argsort(key | p)  # keys are unique but for identical edges
+
+
 def _neighbor_arrays(numbers, coords, lattice, pbc, radius, max_num_nbr):
     """Edges of the graph: the ``max_num_nbr`` nearest neighbours per atom."""
     from pymatgen.optimization.neighbors import find_points_in_spheres
@@ -230,10 +245,9 @@ def _neighbor_arrays(numbers, coords, lattice, pbc, radius, max_num_nbr):
             pbc=pbc, lattice=lattice, tol=1e-8,
         )
         keep = d > 1e-8  # the atom itself; its periodic images stay
-        c, p, d = c[keep] + start, p[keep], d[keep]
-        # nearest first within each center; ties broken by neighbour index
-        order = np.lexsort((p, d, c))
-        c, p, d = c[order], p[order], d[order]
+        c, p, d = c[keep], p[keep], d[keep].astype(np.float32)
+        order = _edge_order(c, p, d, stop - start, n)
+        c, p, d = c[order] + start, p[order], d[order]
         starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])  # first edge of each center
         rank = np.arange(len(c)) - np.repeat(starts, np.diff(np.r_[starts, len(c)]))
         keep = rank < max_num_nbr

@@ -8,7 +8,7 @@ from torch import nn
 
 from .features import N_ATOM_FEATURES, element_feature_table
 
-__all__ = ["CGCNN", "GatedConv", "gaussian_expansion", "CONV_DTYPES"]
+__all__ = ["CGCNN", "GatedConv", "gaussian_expansion", "uniform_neighbors", "CONV_DTYPES"]
 
 #: ``conv_dtype`` values of :class:`CGCNN` and the autocast dtype of each.
 CONV_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
@@ -48,17 +48,62 @@ class GatedConv(nn.Module):
         self.bn1 = nn.BatchNorm1d(2 * atom_fea_len)
         self.bn2 = nn.BatchNorm1d(atom_fea_len)
 
-    def forward(self, atom_fea, bond_fea, centers, neighbors):
-        # index_select, not [], for the gathers: its backward is a fast index_add
-        # the bond term is added inside the matrix product (addmm): one pass fewer over
-        # the (n_edges, 2 * atom_fea_len) tensor, about 10 % of a training step
-        z = torch.addmm(self.fc_center(atom_fea).index_select(0, centers)
-                        + self.fc_neighbor(atom_fea).index_select(0, neighbors),
+    def forward(self, atom_fea, bond_fea, centers, neighbors, n_nbr=None):
+        """New atom vectors. ``n_nbr`` (from :func:`uniform_neighbors`): every
+        atom has exactly this many edges, in the order of their centers, so the
+        messages are summed over a view instead of scattered."""
+        # index_select, not [], for the gathers: its backward is a fast index_add;
+        # the bond term is added inside the matrix product (addmm)
+        z = torch.addmm(self.fc_neighbor(atom_fea).index_select(0, neighbors),
                         bond_fea, self.fc_bond.weight.t())
+        z = z + self.fc_center(atom_fea).index_select(0, centers)
         gate, core = _batch_norm(self.bn1, z).chunk(2, dim=1)
         messages = torch.sigmoid(gate) * F.softplus(core)
-        summed = torch.zeros_like(atom_fea).index_add_(0, centers, messages)
+        if n_nbr is None:
+            summed = torch.zeros_like(atom_fea).index_add_(0, centers, messages)
+        else:
+            summed = messages.view(len(atom_fea), n_nbr, -1).sum(1)
         return F.softplus(atom_fea + _batch_norm(self.bn2, summed))
+
+
+def uniform_neighbors(centers, n_atoms):
+    """The number of edges per atom when every atom has the same number, else None.
+
+    The edges must also come in the order of their centers (atom 0's first),
+    as :class:`~skcgcnn.graph.CrystalGraph` and
+    :func:`~skcgcnn.data.collate_graphs` store them. Then the convolutions sum
+    messages over an ``(n_atoms, n_nbr, features)`` view (faster than a
+    scatter); every crystal of the Materials Project files has 12 neighbours
+    on every atom within 8 Å.
+
+    Parameters
+    ----------
+    centers : torch.Tensor of shape (n_edges,), int64
+        Center atom of each edge, as in a collated batch.
+    n_atoms : int
+        Number of atoms in the batch.
+
+    Returns
+    -------
+    n_nbr : int or None
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> from skcgcnn import CrystalGraphTransformer
+    >>> from skcgcnn.data import collate_graphs
+    >>> from skcgcnn.model import uniform_neighbors
+    >>> X, _ = collate_graphs([(g, 0.0) for g in CrystalGraphTransformer().transform(
+    ...     [bulk("Cu"), bulk("NaCl", "rocksalt", a=5.6)])])
+    >>> uniform_neighbors(X["centers"], len(X["numbers"]))
+    12
+    """
+    n_edges = len(centers)
+    if n_atoms == 0 or n_edges == 0 or n_edges % n_atoms:
+        return None
+    n_nbr = n_edges // n_atoms
+    expected = torch.arange(n_atoms, device=centers.device).repeat_interleave(n_nbr)
+    return n_nbr if torch.equal(centers, expected) else None
 
 
 class CGCNN(nn.Module):
@@ -140,8 +185,9 @@ class CGCNN(nn.Module):
         with torch.autocast(numbers.device.type, dtype=dtype, enabled=dtype is not None):
             atom_fea = self.embedding(self.atom_features).index_select(0, numbers)
             bond_fea = gaussian_expansion(distances, self.gaussian_centers, self.gaussian_step)
+            n_nbr = uniform_neighbors(centers, len(numbers))
             for conv in self.convs:
-                atom_fea = conv(atom_fea, bond_fea, centers, neighbors)
+                atom_fea = conv(atom_fea, bond_fea, centers, neighbors, n_nbr)
         atom_fea = atom_fea.float()
         pooled = atom_fea.new_zeros(len(n_atoms), atom_fea.shape[1]).index_add_(0, crystal, atom_fea)
         return pooled / n_atoms.clamp(min=1).to(pooled.dtype)[:, None]

@@ -9,7 +9,7 @@ from pymatgen.core import Lattice, Structure
 from skcgcnn.data import collate_graphs
 from skcgcnn.features import N_ATOM_FEATURES, element_feature_table
 from skcgcnn.graph import build_graph
-from skcgcnn.model import CGCNN, GatedConv, gaussian_expansion
+from skcgcnn.model import CGCNN, GatedConv, gaussian_expansion, uniform_neighbors
 
 
 def structures():
@@ -227,3 +227,35 @@ def test_bfloat16_convolutions_match_float32_and_keep_float32_output(graphs):
 def test_unknown_conv_dtype_raises():
     with pytest.raises(ValueError, match="conv_dtype must be one of .*'float16'"):
         CGCNN(conv_dtype="float16")
+
+
+def test_uniform_neighbors_detects_full_shells_in_center_order():
+    full = [build_graph(s) for s in structures()]  # 8 angstrom: 12 neighbours on every atom
+    X = batch(full)
+    assert uniform_neighbors(X["centers"], len(X["numbers"])) == 12
+    # an atom alone in a large box has fewer neighbours than 12: the general path
+    lonely = build_graph(Structure(Lattice.cubic(15.0), ["Na", "Cl"], [[0, 0, 0], [0.1, 0, 0]]))
+    X = batch(full + [lonely])
+    assert uniform_neighbors(X["centers"], len(X["numbers"])) is None
+    # 12 edges per atom, but not in the order of their centers
+    X = batch(full)
+    assert uniform_neighbors(X["centers"].flip(0), len(X["numbers"])) is None
+    assert uniform_neighbors(torch.zeros(0, dtype=torch.int64), 0) is None
+
+
+def test_gated_conv_dense_path_matches_general_path():
+    X = batch([build_graph(s) for s in structures()])
+    torch.manual_seed(0)
+    conv = GatedConv(8, 41)
+    atom_fea = torch.randn(len(X["numbers"]), 8)
+    bond_fea = gaussian_expansion(X["distances"], torch.arange(0.0, 8.1, 0.2), 0.2)
+    outs, grads = [], []
+    for n_nbr in (None, 12):
+        conv.zero_grad()
+        out = conv(atom_fea, bond_fea, X["centers"], X["neighbors"], n_nbr)
+        out.pow(2).sum().backward()
+        outs.append(out.detach())
+        grads.append([p.grad.clone() for p in conv.parameters()])
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

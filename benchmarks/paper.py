@@ -1,0 +1,352 @@
+"""Reproduce Lee & Asahi's comparison on ../shared/data: repeated trials, baselines, curves.
+
+Examples
+--------
+python benchmarks/paper.py                          # every stage and target (many CPU hours)
+python benchmarks/paper.py --stage baselines main   # what docs/benchmarks.md reports first
+python benchmarks/paper.py --targets 500-K_VRH --stage transfer --n-jobs 2
+python benchmarks/paper.py --report                 # tables and plots from the CSVs, no fitting
+
+The protocol (``skcgcnn.stats``): per target, 10 random 500/125/125 splits
+(``repeated_splits``, seed 0), the same for every model. A CGCNN sees the 625
+training + validation crystals and holds out the 125 for its best epoch; a
+classical model tunes its hyperparameters by 5-fold ``GridSearchCV`` on the
+625. Test MAE on the 125 others. Learning curves use the paper's trial counts
+(5 up to 10k crystals, 2 above).
+
+Stages:
+
+- ``baselines``: PLS, LASSO, SVR (RBF) and random forest on the 132 magpie
+  descriptors (``skcgcnn.composition.MagpieFeaturizer``) after ``StandardScaler``.
+- ``main``: CGCNN from scratch and TL-CGCNN fine-tuned (all parameters) from
+  the larger pretrained model of the other property.
+- ``transfer``: TL-CGCNN from the 10k pretrained model, layer freezing (all but
+  the head) and a mixed strategy (embedding and first convolution frozen).
+- ``curves``: CGCNN against TL-CGCNN at more training crystals.
+
+Every finished fit is appended to ``benchmarks/results/<target>.csv`` at once
+(``run_trials(path=...)``): stop at any time and rerun to resume. ``--report``
+rewrites the generated part of ``docs/benchmarks.md`` and the PNG figures in
+``docs/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+import warnings
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import MP_CRYSTALS, MP_ELASTICITY, ROOT, load_table_and_graphs, nm_mask  # noqa: E402
+
+from skcgcnn import CGCNNRegressor, TransferCGCNNRegressor  # noqa: E402
+from skcgcnn.stats import (paired_ttest, paper_n_trials, repeated_splits,  # noqa: E402
+                           run_trials, summarize, equivalent_training_size)
+
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+FIGURES = ROOT / "docs" / "results"
+BEGIN, END = "<!-- paper.py report: begin -->", "<!-- paper.py report: end -->"
+
+#: The paper's TL-CGCNN pretraining sets here: (name in skcgcnn.pretrained, label).
+FE_MODELS = [("mp-formation-energy", "36k-ΔE_f"), ("mp-formation-energy-10k", "10k-ΔE_f")]
+GAP_MODELS = [("mp-band-gap-nm", "20k-NM-E_g"), ("mp-band-gap-nm-10k", "10k-NM-E_g")]
+
+#: Targets: data file, subset, column, log10, units, pretrained models (largest first),
+#: training sizes of the learning curve, and the paper's and the issue's figures.
+TARGETS = {
+    "500-NM-E_g": dict(data=MP_CRYSTALS, nm=True, column="band_gap", log10=False, units="eV",
+                       pretrained=FE_MODELS, curve=[500, 1000, 5000, 10000],
+                       paper=dict(CGCNN=0.978, TL=0.815, freezing=0.956, PLS=1.051,
+                                  LASSO=1.078, SVR=1.070, RF=0.872),
+                       design=dict(PLS=0.914, LASSO=0.890, SVR=0.760, RF=0.727), goal=0.65),
+    "500-NM-ΔE_f": dict(data=MP_CRYSTALS, nm=True, column="formation_energy_per_atom",
+                        log10=False, units="eV/atom", pretrained=GAP_MODELS, curve=[500],
+                        paper=dict(CGCNN=0.184, TL=0.149, freezing=0.424, PLS=0.257,
+                                   LASSO=0.262, SVR=0.332, RF=0.215),
+                        design=dict(PLS=0.256, LASSO=0.243, SVR=0.170, RF=0.214), goal=0.13),
+    "500-ΔE_f": dict(data=MP_CRYSTALS, nm=False, column="formation_energy_per_atom",
+                     log10=False, units="eV/atom", pretrained=GAP_MODELS, curve=[500],
+                     paper=dict(CGCNN=0.239, TL=0.222),
+                     design=dict(PLS=0.300, LASSO=0.286, SVR=0.221, RF=0.234), goal=0.18),
+    "500-K_VRH": dict(data=MP_ELASTICITY, nm=False, column="K_VRH", log10=True,
+                      units="log10 GPa", pretrained=FE_MODELS, curve=[500, 1000, 1727],
+                      paper=dict(CGCNN=0.123, TL=0.112, freezing=0.161, PLS=0.166,
+                                 LASSO=0.160, SVR=0.149, RF=0.132),
+                      design=dict(PLS=0.130, LASSO=0.119, SVR=0.102, RF=0.092), goal=0.065),
+}
+STAGES = ("baselines", "main", "transfer", "curves")
+N_TRAIN = 500
+
+
+def slug(target):
+    """File-name form of a target name: 500-NM-ΔE_f -> 500-NM-dE_f."""
+    return target.replace("Δ", "d")
+
+
+# ------------------------------------------------------------------- data
+def load_target(target):
+    """Graphs, targets and element counts of one target's crystals."""
+    spec = TARGETS[target]
+    table, graphs = load_table_and_graphs(spec["data"])
+    keep = nm_mask(table) if spec["nm"] else np.ones(len(table), bool)
+    y = table[spec["column"]].to_numpy(float)
+    keep &= np.isfinite(y)
+    y = np.log10(y[keep]) if spec["log10"] else y[keep]
+    return graphs[keep], y
+
+
+def magpie_features(graphs, rows):
+    """Magpie descriptors of ``graphs[rows]`` (rows elsewhere are zero), from atomic numbers."""
+    from pymatgen.core import Composition, Element
+
+    from skcgcnn.composition import MagpieFeaturizer
+
+    comps = [Composition({Element.from_Z(int(z)): n for z, n in Counter(graphs[i].numbers).items()})
+             for i in rows]
+    X = np.zeros((len(graphs), 132))
+    X[rows] = MagpieFeaturizer().transform(comps)
+    return X
+
+
+# ----------------------------------------------------------------- models
+def baseline_models():
+    """PLS, LASSO, SVR and RF on standardised magpie descriptors, tuned by 5-fold CV."""
+    from sklearn.cross_decomposition import PLSRegression
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.linear_model import Lasso
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVR
+
+    cv = KFold(5, shuffle=True, random_state=0)
+    grids = {
+        "PLS": (PLSRegression(scale=False), {"n_components": [1, 2, 4, 8, 16, 32]}),
+        "LASSO": (Lasso(max_iter=20000), {"alpha": np.logspace(-4, 0, 9)}),
+        "SVR": (SVR(), {"C": [1, 10, 100], "gamma": ["scale", 0.003, 0.01],
+                        "epsilon": [0.01, 0.1]}),
+        "RF": (RandomForestRegressor(n_estimators=100, random_state=0),
+               {"max_features": [0.33, 1.0], "min_samples_leaf": [1, 2]}),
+    }
+    models = {}
+    for name, (est, grid) in grids.items():
+        step = type(est).__name__.lower()
+        models[name] = GridSearchCV(make_pipeline(StandardScaler(), est),
+                                    {f"{step}__{k}": v for k, v in grid.items()},
+                                    cv=cv, scoring="neg_mean_absolute_error")
+    return models
+
+
+def cgcnn_models(target, stage, args):
+    """The CGCNN models of a stage, named as in the tables."""
+    fit = dict(max_epochs=args.epochs, lr_decay_epoch=args.lr_decay_epoch,
+               batch_size=args.batch_size, conv_dtype=args.conv_dtype, random_state=0)
+    (big, big_label), (small, small_label) = TARGETS[target]["pretrained"]
+    if stage in ("main", "curves"):
+        return {"CGCNN": CGCNNRegressor(**fit),
+                f"TL-CGCNN ({big_label})": TransferCGCNNRegressor(pretrained=big, **fit)}
+    return {
+        f"TL-CGCNN ({small_label})": TransferCGCNNRegressor(pretrained=small, **fit),
+        f"freezing ({big_label})": TransferCGCNNRegressor(pretrained=big, freeze="all_but_head",
+                                                         **dict(fit, lr=0.01)),
+        f"mixed ({big_label})": TransferCGCNNRegressor(pretrained=big, freeze=1, **fit),
+    }
+
+
+def run_stage(target, stage, args):
+    graphs, y = load_target(target)
+    path = RESULTS / f"{slug(target)}.csv"
+    sizes = [N_TRAIN] if stage != "curves" else [n for n in TARGETS[target]["curve"]
+                                                   if n != N_TRAIN]
+    for n_train in sizes:
+        splits = repeated_splits(len(y), n_train, min(paper_n_trials(n_train), args.max_trials),
+                                 random_state=0)
+        if stage == "baselines":
+            rows = np.unique(np.concatenate([np.concatenate(s) for s in splits]))
+            X, models = magpie_features(graphs, rows), baseline_models()
+        else:
+            X, models = graphs, cgcnn_models(target, stage, args)
+        t0 = time.time()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence notes of LASSO in the grid
+            res = run_trials(models, X, y, splits, n_jobs=args.n_jobs, path=path)
+        print(f"{target} {stage} n_train={n_train}: {time.time() - t0:.0f} s", flush=True)
+        print(summarize(res).round(4).to_string(index=False), flush=True)
+
+
+# ----------------------------------------------------------------- report
+def _fmt(mean, std):
+    return f"{mean:.3f} ({std:.3f})" if np.isfinite(std) else f"{mean:.3f}"
+
+
+def _paper_key(model):
+    for key in ("CGCNN", "freezing", "PLS", "LASSO", "SVR", "RF"):
+        if model == key or model.startswith(key + " "):
+            return key
+    return "TL" if model.startswith("TL-CGCNN") and model in _BIG_TL else None
+
+
+_BIG_TL = {f"TL-CGCNN ({spec['pretrained'][0][1]})" for spec in TARGETS.values()}
+
+
+def report_target(target, frame):
+    spec = TARGETS[target]
+    at500 = frame[frame.n_train == N_TRAIN]
+    summary = summarize(at500)
+    big_tl = f"TL-CGCNN ({spec['pretrained'][0][1]})"
+    lines = [f"### {target} ({spec['units']})", "",
+             "| method | trials | test MAE, mean (std) | train MAE | paper | "
+             "p vs CGCNN |", "| --- | --- | --- | --- | --- | --- |"]
+    for _, row in summary.iterrows():
+        key = _paper_key(row.model)
+        paper = spec["paper"].get(key, "") if key else ""
+        pval = ""
+        if row.model != "CGCNN" and "CGCNN" in set(at500.model):
+            try:
+                t, p = paired_ttest(at500, row.model, "CGCNN")
+                pval = f"{p:.2g} ({'lower' if t < 0 else 'higher'})"
+            except ValueError:
+                pass
+        design = spec["design"].get(key)
+        paper_col = f"{paper}" + (f"; here {design}" if design else "")
+        lines.append(f"| {row.model} | {row.n_trials} | "
+                     f"{_fmt(row.test_mae_mean, row.test_mae_std)} | {row.train_mae_mean:.3f} | "
+                     f"{paper_col} | {pval} |")
+    lines.append("")
+    verdict = []
+    means = summary.set_index("model").test_mae_mean
+    if big_tl in means and "CGCNN" in means:
+        try:
+            t, p = paired_ttest(at500, big_tl, "CGCNN")
+            n = int(summary.set_index("model").n_trials[big_tl])
+            better = "beats" if t < 0 else "does not beat"
+            verdict.append(f"{big_tl} {better} CGCNN from scratch "
+                           f"({means[big_tl]:.3f} against {means['CGCNN']:.3f}, paired t-test "
+                           f"over {n} trials p = {p:.2g}: "
+                           f"{'significant' if p < 0.01 and t < 0 else 'not significant'} "
+                           "at p < 0.01).")
+        except ValueError:
+            pass
+    if big_tl in means:
+        best = means.idxmin()
+        verdict.append(f"Best method: {best} ({means[best]:.3f}). Goal for TL-CGCNN "
+                       f"<= {spec['goal']}: {'met' if means[big_tl] <= spec['goal'] else 'missed'}"
+                       f" by {abs(means[big_tl] - spec['goal']):.3f}.")
+    if verdict:
+        lines += [" ".join(verdict), ""]
+    return lines
+
+
+def report_curves(frames):
+    from skcgcnn.plotting import plot_learning_curve
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = []
+    for target, frame in frames.items():
+        sizes = sorted(frame.n_train.unique())
+        if len(sizes) < 2:
+            continue
+        big_tl = f"TL-CGCNN ({TARGETS[target]['pretrained'][0][1]})"
+        sub = frame[frame.model.isin(["CGCNN", big_tl])]
+        summary = summarize(sub)
+        table = summary.pivot(index="n_train", columns="model", values="test_mae_mean")
+        trials = summary.pivot(index="n_train", columns="model", values="n_trials")
+        lines += [f"### Learning curve, {target.split('-', 1)[1]} ({TARGETS[target]['units']})", "",
+                  "| training crystals | CGCNN | TL-CGCNN | gain | trials |",
+                  "| --- | --- | --- | --- | --- |"]
+        for n, row in table.iterrows():
+            gain = 100 * (1 - row.get(big_tl, np.nan) / row.get("CGCNN", np.nan))
+            lines.append(f"| {n} | {row.get('CGCNN', np.nan):.3f} | {row.get(big_tl, np.nan):.3f} | "
+                         f"{gain:.1f} % | {trials.loc[n].min():.0f} |")
+        scratch = sub[sub.model == "CGCNN"]
+        tl500 = sub[(sub.model == big_tl) & (sub.n_train == N_TRAIN)].test_mae.mean()
+        if scratch.n_train.nunique() >= 2 and np.isfinite(tl500):
+            n_eq = equivalent_training_size(scratch.n_train, scratch.test_mae, tl500)
+            lines += ["", f"Equivalent training size (Table 2): CGCNN from scratch would need "
+                      f"about {n_eq:,.0f} crystals to match TL-CGCNN at 500 (a straight line "
+                      f"of log MAE against log size over {scratch.n_train.nunique()} sizes)."]
+        lines.append("")
+        fig, ax = plt.subplots(figsize=(4.5, 3.5))
+        plot_learning_curve(sub, ax=ax, units=TARGETS[target]["units"])
+        ax.set_title(target.split("-", 1)[1])
+        fig.tight_layout()
+        fig.savefig(FIGURES / f"paper_curve_{slug(target)}.png", dpi=110)
+        plt.close(fig)
+        lines += [f"![learning curve](results/paper_curve_{slug(target)}.png)", ""]
+    return lines
+
+
+def report():
+    from skcgcnn.plotting import plot_comparison
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = {t: pd.read_csv(RESULTS / f"{slug(t)}.csv") for t in TARGETS
+              if (RESULTS / f"{slug(t)}.csv").is_file()}
+    lines = [BEGIN, "", "*Generated by `python benchmarks/paper.py --report` from "
+             "`benchmarks/results/*.csv`; do not edit by hand.*", ""]
+    for target, frame in frames.items():
+        lines += report_target(target, frame)
+    done = [t for t, f in frames.items() if (f.n_train == N_TRAIN).any()]
+    if done:
+        fig, axes = plt.subplots(1, len(done), figsize=(4.2 * len(done), 3.6), squeeze=False)
+        for ax, target in zip(axes[0], done):
+            plot_comparison(frames[target][frames[target].n_train == N_TRAIN], ax=ax,
+                            units=TARGETS[target]["units"])
+            ax.set_title(target)
+        fig.tight_layout()
+        fig.savefig(FIGURES / "paper_comparison.png", dpi=110)
+        plt.close(fig)
+        lines += ["![test MAE per method](results/paper_comparison.png)", ""]
+    lines += report_curves(frames)
+    hours = sum(f.fit_time_s.sum() for f in frames.values()) / 3600
+    lines += [f"Total fitting time in these tables: {hours:.1f} CPU hours.", "", END]
+    text = DOC.read_text() if DOC.is_file() else ""
+    block = "\n".join(lines)
+    if BEGIN in text and END in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    from skcgcnn.io import atomic_write_bytes
+    atomic_write_bytes(DOC, text.encode())
+    print(block)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
+    p.add_argument("--stage", nargs="+", choices=STAGES, default=list(STAGES))
+    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--lr-decay-epoch", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--conv-dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    p.add_argument("--max-trials", type=int, default=10,
+                   help="at most this many trials per size (the paper's count by default)")
+    p.add_argument("--n-jobs", type=int, default=1, help="fits in parallel (one thread each)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--report", action="store_true", help="only write the tables and figures")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if not args.report:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        for stage in args.stage:
+            for target in args.targets:
+                run_stage(target, stage, args)
+    report()
+
+
+if __name__ == "__main__":
+    main()
