@@ -15,7 +15,7 @@ same folder, each in a fresh process with the same torch threads:
 
 skcgcnn
     ``load_cgcnn_folder``, ``CrystalGraphTransformer(n_jobs=2)``, and
-    ``CGCNNRegressor(max_epochs=E)`` fitted on 90 % of the crystals, of which it
+    ``CGCNNRegressor(max_epochs=E, conv_dtype=...)`` fitted on 90 % of the crystals, of which it
     holds out 1/9 to pick the best epoch (80 : 10 split), then predicting the
     last 10 %.
 cgcnn2
@@ -42,6 +42,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from common import CACHE, MP_CRYSTALS, load_crystals, machine_info, write_json  # noqa: E402
 
+from skcgcnn.model import resolve_conv_dtype  # noqa: E402
+
 SKCGCNN_RUN = """
 import sys, time, numpy as np, torch
 torch.set_num_threads({threads})
@@ -54,7 +56,8 @@ t1 = time.perf_counter()
 perm = np.random.RandomState(0).permutation(len(y))
 n_fit = int(0.9 * len(y))
 fit, test = perm[:n_fit], perm[n_fit:]
-net = CGCNNRegressor(max_epochs={epochs}, validation_fraction=1 / 9, random_state=0)
+net = CGCNNRegressor(max_epochs={epochs}, validation_fraction=1 / 9, random_state=0,
+                     conv_dtype={conv_dtype!r})
 net.fit(graphs[fit], y[fit])
 mae = float(np.abs(net.predict(graphs[test]) - y[test]).mean())
 print("RESULT", t1 - t0, time.perf_counter() - t1, mae)
@@ -99,13 +102,16 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--conv-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="skcgcnn's conv_dtype (default: the estimator's default, auto)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     CACHE.mkdir(parents=True, exist_ok=True)
     root = write_folder(CACHE / f"cgcnn_folder_{args.n}", args.n)
     work = tempfile.mkdtemp()  # cgcnn2 writes output_<pid>/ into its working directory
 
-    code = SKCGCNN_RUN.format(threads=args.threads, root=str(root), epochs=args.epochs)
+    code = SKCGCNN_RUN.format(threads=args.threads, root=str(root), epochs=args.epochs,
+                              conv_dtype=args.conv_dtype)
     sk_wall, sk_out = run([sys.executable, "-c", code], work, args.threads)
     feat_s, fit_s, sk_mae = map(float, sk_out.split("RESULT")[1].split()[:3])
     print(f"skcgcnn: {sk_wall:.1f} s (featurize {feat_s:.1f} s, fit+predict {fit_s:.1f} s), "
@@ -119,6 +125,7 @@ def main(argv=None):
     print(f"cgcnn2:  {cg_wall:.1f} s", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     result = {"n_crystals": args.n, "epochs": args.epochs, "threads": args.threads,
+              "conv_dtype": args.conv_dtype, "conv_dtype_used": resolve_conv_dtype(args.conv_dtype),
               "skcgcnn_wall_s": sk_wall, "skcgcnn_featurize_s": feat_s,
               "skcgcnn_fit_predict_s": fit_s, "skcgcnn_test_mae": sk_mae,
               "cgcnn2_wall_s": cg_wall, "speedup": cg_wall / sk_wall, "machine": machine_info()}

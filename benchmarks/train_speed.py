@@ -52,6 +52,7 @@ from common import (MP_CRYSTALS, baseline_featurize, load_crystals, machine_info
                     markdown_table, peak_rss_mib, rss_mib, write_json)
 
 from skcgcnn import CGCNNRegressor, CrystalGraphTransformer  # noqa: E402
+from skcgcnn.model import resolve_conv_dtype  # noqa: E402
 from skcgcnn.features import element_feature_table  # noqa: E402
 
 
@@ -184,8 +185,8 @@ def main(argv=None):
     p.add_argument("--sample", choices=["head", "random"], default="head",
                    help="the first N crystals of the file (fast to read; smaller cells than "
                         "average) or N drawn at random, seed 0 (reads the whole file)")
-    p.add_argument("--conv-dtype", choices=["float32", "bfloat16"], default="float32",
-                   help="CGCNNRegressor(conv_dtype=...) for skcgcnn")
+    p.add_argument("--conv-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="CGCNNRegressor(conv_dtype=...) for skcgcnn (default: auto, its default)")
     p.add_argument("--data", default=str(MP_CRYSTALS), help="matbench-style JSON file")
     p.add_argument("--target", default="formation_energy_per_atom")
     p.add_argument("--epochs", type=int, default=3)
@@ -247,7 +248,7 @@ def main(argv=None):
         "atoms_per_crystal_mean": float(n_atoms.mean()),
         "batch_size": args.batch_size,
         "sample": args.sample,
-        "conv_dtype": args.conv_dtype,
+        "conv_dtype": args.conv_dtype, "conv_dtype_used": resolve_conv_dtype(args.conv_dtype),
         "torch_threads": torch.get_num_threads(),
         "decode_s": t_load,
         "featurize_s": t_feat,

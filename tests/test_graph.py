@@ -417,3 +417,67 @@ def test_large_cell_featurizes_in_bounded_memory(monkeypatch):
     # the neighbour search of one 250-atom chunk sets the peak (about 6 MiB; the
     # whole 2,000-atom cell at once takes about 27 MiB)
     assert peak < 12 * 2**20, peak / 2**20
+
+
+def _cif_cases(tmp_path):
+    """CIFs of each kind: plain P1 ones (read directly) and the ones pymatgen must read."""
+    from pymatgen.io.cif import CifWriter
+
+    hexagonal = Structure(Lattice.hexagonal(3.93, 4.63), ["Al", "Co", "Co", "Si", "Si"],
+                          [[0, 0, 0], [2 / 3, 1 / 3, 0.1627], [1 / 3, 2 / 3, 0.8373],
+                           [1 / 3, 2 / 3, 0.3479], [2 / 3, 1 / 3, 0.6521]])
+    cases = {}
+    for name, s in {"skewed": skewed(), "nacl": nacl(), "hexagonal": hexagonal}.items():
+        cases[f"{name}-p1.cif"] = (s, True)
+    cases["nacl-symmetrized.cif"] = (nacl(), False)
+    disordered = nacl()
+    disordered.replace_species({"Na": {"Na": 0.5, "K": 0.5}})
+    cases["disordered.cif"] = (disordered, False)
+    charged = nacl()
+    charged.add_oxidation_state_by_element({"Na": 1, "Cl": -1})
+    cases["oxidation-states.cif"] = (charged, False)
+    paths = {}
+    for name, (s, plain) in cases.items():
+        path = tmp_path / name
+        symprec = 0.01 if "symmetrized" in name else None
+        CifWriter(s, symprec=symprec).write_file(str(path))
+        paths[name] = (path, plain)
+    # pymatgen's 4-decimal writers: 0.3333 is read as 1/3
+    text = paths["hexagonal-p1.cif"][0].read_text()
+    rounded = tmp_path / "hexagonal-4-decimals-p1.cif"
+    rounded.write_text(text.replace("0.33333333", "0.3333").replace("0.66666667", "0.6667"))
+    paths[rounded.name] = (rounded, True)
+    # two atoms on one site, which pymatgen refuses
+    duplicate = tmp_path / "duplicate.cif"
+    lines = paths["skewed-p1.cif"][0].read_text().rstrip().splitlines()
+    li = next(line for line in lines if " Li0 " in line)
+    duplicate.write_text("\n".join(lines + [li.replace("Li0", "Li9")]) + "\n")
+    paths[duplicate.name] = (duplicate, False)
+    return paths
+
+
+@pytest.mark.filterwarnings("ignore:Site labels are not unique")
+def test_plain_p1_cifs_are_read_directly_with_pymatgens_graph(tmp_path):
+    for name, (path, plain) in _cif_cases(tmp_path).items():
+        assert (graph_module._read_p1_cif(path) is not None) == plain, name
+        if name in ("disordered.cif", "duplicate.cif"):  # pymatgen's errors, as before
+            with pytest.raises(ValueError, match="disordered|duplicate.cif"):
+                build_graph(path)
+            continue
+        direct = build_graph(path)
+        via_pymatgen = build_graph(graph_module.read_structure_file(path))
+        for key in ("numbers", "centers", "neighbors", "distances"):
+            np.testing.assert_array_equal(getattr(direct, key), getattr(via_pymatgen, key),
+                                          err_msg=f"{name}: {key}")
+
+
+def test_p1_reader_leaves_other_files_to_pymatgen(tmp_path):
+    poscar = tmp_path / "POSCAR"
+    nacl().to(filename=str(poscar), fmt="poscar")
+    assert graph_module._read_p1_cif(poscar) is None
+    assert build_graph(poscar).n_atoms == 8
+    garbage = tmp_path / "garbage-p1.cif"
+    garbage.write_text("data_x\n_cell_length_a 3\nloop_\n_symmetry_equiv_pos_as_xyz\n 'x, y, z'\n")
+    assert graph_module._read_p1_cif(garbage) is None
+    with pytest.raises(ValueError, match="garbage-p1.cif"):
+        build_graph(garbage)

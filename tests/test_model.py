@@ -1,5 +1,7 @@
 """Tests of skcgcnn.model: the CGCNN network."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,9 @@ from pymatgen.core import Lattice, Structure
 from skcgcnn.data import collate_graphs
 from skcgcnn.features import N_ATOM_FEATURES, element_feature_table
 from skcgcnn.graph import build_graph
-from skcgcnn.model import CGCNN, GatedConv, gaussian_expansion, uniform_neighbors
+from skcgcnn.model import (CGCNN, GatedConv, gaussian_expansion, resolve_conv_dtype,
+                           uniform_neighbors)
+from skcgcnn import model as model_module
 
 
 def structures():
@@ -259,3 +263,32 @@ def test_gated_conv_dense_path_matches_general_path():
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
     for a, b in zip(grads[1], grads[0]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_resolve_conv_dtype(monkeypatch):
+    assert resolve_conv_dtype("float32") == "float32"
+    assert resolve_conv_dtype("bfloat16", "cuda") == "bfloat16"
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(model_module, "_cpu_has_native_bfloat16", lambda: native)
+        assert resolve_conv_dtype("auto") == expected
+        assert resolve_conv_dtype("auto", "cuda:0") == "float32"  # not measured on GPUs
+    with pytest.raises(ValueError, match="conv_dtype must be 'auto' or one of .*'half'"):
+        resolve_conv_dtype("half")
+
+
+def test_cpu_bfloat16_detection_reads_cpu_flags():
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    expected = any(f in flags.split() for f in ("avx512_bf16", "amx_bf16", "bf16"))
+    assert model_module._cpu_has_native_bfloat16() == expected
+
+
+def test_estimator_auto_precision_is_the_resolved_one():
+    from skcgcnn import CGCNNRegressor
+
+    X = [build_graph(s) for s in structures()]
+    for conv_dtype in ("auto", "float32"):
+        est = CGCNNRegressor(atom_fea_len=8, n_conv=1, h_fea_len=8, max_epochs=1,
+                             validation_fraction=None, conv_dtype=conv_dtype).fit(X, np.arange(5.0))
+        assert est.module_.conv_dtype == resolve_conv_dtype(conv_dtype)
+    with pytest.raises(ValueError, match="conv_dtype must be 'auto'"):
+        CGCNNRegressor(conv_dtype="float16", max_epochs=1).fit(X, np.arange(5.0))

@@ -25,7 +25,7 @@ def fitted():
     y = LATTICE ** 3 / 4
     model = CGCNNRegressor(atom_fea_len=8, n_conv=1, h_fea_len=8, radius=6.0, max_num_nbr=8,
                            max_epochs=2, batch_size=4, validation_fraction=None,
-                           random_state=0)
+                           random_state=0, conv_dtype="float32")  # load_pretrained's precision
     return model.fit(X, y), X
 
 
