@@ -204,11 +204,10 @@ def report_target(target, frame):
     summary = summarize(at500)
     big_tl = f"TL-CGCNN ({spec['pretrained'][0][1]})"
     lines = [f"### {target} ({spec['units']})", "",
-             "| method | trials | test MAE, mean (std) | train MAE | paper | "
-             "p vs CGCNN |", "| --- | --- | --- | --- | --- | --- |"]
+             "| method | trials | test MAE, mean (std) | train MAE | paper | reference here | "
+             "p vs CGCNN |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for _, row in summary.iterrows():
         key = _paper_key(row.model)
-        paper = spec["paper"].get(key, "") if key else ""
         pval = ""
         if row.model != "CGCNN" and "CGCNN" in set(at500.model):
             try:
@@ -216,11 +215,9 @@ def report_target(target, frame):
                 pval = f"{p:.2g} ({'lower' if t < 0 else 'higher'})"
             except ValueError:
                 pass
-        design = spec["design"].get(key)
-        paper_col = f"{paper}" + (f"; here {design}" if design else "")
         lines.append(f"| {row.model} | {row.n_trials} | "
                      f"{_fmt(row.test_mae_mean, row.test_mae_std)} | {row.train_mae_mean:.3f} | "
-                     f"{paper_col} | {pval} |")
+                     f"{spec['paper'].get(key, '')} | {spec['design'].get(key, '')} | {pval} |")
     lines.append("")
     verdict = []
     means = summary.set_index("model").test_mae_mean
@@ -228,7 +225,7 @@ def report_target(target, frame):
         try:
             t, p = paired_ttest(at500, big_tl, "CGCNN")
             n = int(summary.set_index("model").n_trials[big_tl])
-            better = "beats" if t < 0 else "does not beat"
+            better = "has a lower test MAE than" if t < 0 else "has a higher test MAE than"
             verdict.append(f"{big_tl} {better} CGCNN from scratch "
                            f"({means[big_tl]:.3f} against {means['CGCNN']:.3f}, paired t-test "
                            f"over {n} trials p = {p:.2g}: "

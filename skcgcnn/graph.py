@@ -170,6 +170,8 @@ def read_structure_file(path, where=""):
 
 
 _P1_OPS = (["x,y,z"], ["+x,+y,+z"])
+#: Larger P1 cells go to pymatgen: the duplicate-site check below is quadratic in memory.
+_P1_MAX_SITES = 1000
 _CELL_KEYS = ("_cell_length_a", "_cell_length_b", "_cell_length_c",
               "_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma")
 
@@ -197,7 +199,8 @@ def _read_p1_cif(path):
     cell), so the graphs are the same. Anything else returns None and is
     read by pymatgen: symmetry to apply, partial occupancies, oxidation-state
     or dummy labels, sites closer than 1e-4 in fractional coordinates
-    (pymatgen refuses two atoms on one site), elements without an electronegativity, errors.
+    (pymatgen refuses two atoms on one site), elements without an
+    electronegativity, cells of more than 1,000 sites, errors.
     """
     if not os.fspath(path).lower().endswith(".cif"):
         return None
@@ -230,7 +233,8 @@ def _read_p1_cif(path):
         lattice = Lattice.from_parameters(*(str2float(data[k]) for k in _CELL_KEYS)).matrix
     except Exception:  # pymatgen reads it again and reports what is wrong
         return None
-    if frac.shape != (len(symbols), 3) or abs(np.linalg.det(lattice)) < 1e-8:
+    if (frac.shape != (len(symbols), 3) or len(frac) > _P1_MAX_SITES
+            or abs(np.linalg.det(lattice)) < 1e-8):
         return None
     for ideal in (1 / 3, 2 / 3):  # pymatgen rounds 0.3333 to 1/3 (its CIF "rounding note")
         frac[np.abs(frac / ideal - 1) <= 1e-4] = ideal

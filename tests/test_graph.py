@@ -481,3 +481,12 @@ def test_p1_reader_leaves_other_files_to_pymatgen(tmp_path):
     assert graph_module._read_p1_cif(garbage) is None
     with pytest.raises(ValueError, match="garbage-p1.cif"):
         build_graph(garbage)
+
+
+def test_p1_reader_leaves_large_cells_to_pymatgen(tmp_path, monkeypatch):
+    path = tmp_path / "nacl-p1.cif"
+    nacl().to(filename=str(path))
+    assert graph_module._read_p1_cif(path) is not None
+    monkeypatch.setattr(graph_module, "_P1_MAX_SITES", 7)  # 8 sites: over the limit
+    assert graph_module._read_p1_cif(path) is None
+    assert build_graph(path).n_atoms == 8
