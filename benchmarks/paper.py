@@ -298,11 +298,20 @@ def report():
         lines += report_target(target, frame)
     done = [t for t, f in frames.items() if (f.n_train == N_TRAIN).any()]
     if done:
-        fig, axes = plt.subplots(1, len(done), figsize=(4.2 * len(done), 3.6), squeeze=False)
-        for ax, target in zip(axes[0], done):
+        ncols = min(2, len(done))
+        nrows = -(-len(done) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4.6 * nrows), squeeze=False)
+        for ax, target in zip(axes.flat, done):
             plot_comparison(frames[target][frames[target].n_train == N_TRAIN], ax=ax,
                             units=TARGETS[target]["units"])
             ax.set_title(target)
+            ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
+            for text in ax.texts:
+                text.set_fontsize(7)
+        for ax in axes.flat[len(done):]:
+            ax.set_visible(False)
         fig.tight_layout()
         fig.savefig(FIGURES / "paper_comparison.png", dpi=110)
         plt.close(fig)
