@@ -94,7 +94,7 @@ def slug(target):
 
 # ------------------------------------------------------------------- data
 def load_target(target):
-    """Graphs, targets and element counts of one target's crystals."""
+    """Graphs and targets (log10 where the target says so) of one target's crystals."""
     spec = TARGETS[target]
     table, graphs = load_table_and_graphs(spec["data"])
     keep = nm_mask(table) if spec["nm"] else np.ones(len(table), bool)
