@@ -87,6 +87,11 @@ STAGES = ("baselines", "main", "transfer", "curves")
 N_TRAIN = 500
 
 
+def tl_name(target):
+    """Table name of the main TL-CGCNN row: fine-tuned from the larger pretrained model."""
+    return f"TL-CGCNN ({TARGETS[target]['pretrained'][0][1]})"
+
+
 def slug(target):
     """File-name form of a target name: 500-NM-ΔE_f -> 500-NM-dE_f."""
     return target.replace("Δ", "d")
@@ -153,7 +158,7 @@ def cgcnn_models(target, stage, args):
     (big, big_label), (small, small_label) = TARGETS[target]["pretrained"]
     if stage in ("main", "curves"):
         return {"CGCNN": CGCNNRegressor(**fit),
-                f"TL-CGCNN ({big_label})": TransferCGCNNRegressor(pretrained=big, **fit)}
+                tl_name(target): TransferCGCNNRegressor(pretrained=big, **fit)}
     return {
         f"TL-CGCNN ({small_label})": TransferCGCNNRegressor(pretrained=small, **fit),
         f"freezing ({big_label})": TransferCGCNNRegressor(pretrained=big, freeze="all_but_head",
@@ -192,17 +197,14 @@ def _paper_key(model):
     for key in ("CGCNN", "freezing", "PLS", "LASSO", "SVR", "RF"):
         if model == key or model.startswith(key + " "):
             return key
-    return "TL" if model.startswith("TL-CGCNN") and model in _BIG_TL else None
-
-
-_BIG_TL = {f"TL-CGCNN ({spec['pretrained'][0][1]})" for spec in TARGETS.values()}
+    return "TL" if model in {tl_name(t) for t in TARGETS} else None
 
 
 def report_target(target, frame):
     spec = TARGETS[target]
     at500 = frame[frame.n_train == N_TRAIN]
     summary = summarize(at500)
-    big_tl = f"TL-CGCNN ({spec['pretrained'][0][1]})"
+    big_tl = tl_name(target)
     lines = [f"### {target} ({spec['units']})", "",
              "| method | trials | test MAE, mean (std) | train MAE | paper | reference here | "
              "p vs CGCNN |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -254,7 +256,7 @@ def report_curves(frames):
         sizes = sorted(frame.n_train.unique())
         if len(sizes) < 2:
             continue
-        big_tl = f"TL-CGCNN ({TARGETS[target]['pretrained'][0][1]})"
+        big_tl = tl_name(target)
         sub = frame[frame.model.isin(["CGCNN", big_tl])]
         summary = summarize(sub)
         table = summary.pivot(index="n_train", columns="model", values="test_mae_mean")

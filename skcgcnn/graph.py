@@ -186,6 +186,12 @@ def _element_table():
         return {el.symbol: (el.Z, el.X) for el in Element if el.Z <= MAX_Z}
 
 
+def _column(data, key):
+    """A CIF field as a list of strings (a lone value is a list of one; missing: empty)."""
+    value = data.get(key, [])
+    return [value] if isinstance(value, str) else list(value)
+
+
 def _read_p1_cif(path):
     """Atomic numbers, cartesian coordinates and lattice of a plain P1 CIF, else None.
 
@@ -213,23 +219,18 @@ def _read_p1_cif(path):
         if len(blocks) != 1:
             return None
         data = blocks[0].data
-        ops = data.get("_symmetry_equiv_pos_as_xyz", data.get("_space_group_symop_operation_xyz"))
-        ops = [ops] if isinstance(ops, str) else ops
-        if ops is None or [op.replace(" ", "").lower() for op in ops] not in _P1_OPS:
+        ops = _column(data, "_symmetry_equiv_pos_as_xyz") or _column(
+            data, "_space_group_symop_operation_xyz")
+        if [op.replace(" ", "").lower() for op in ops] not in _P1_OPS:
             return None
-        symbols = data["_atom_site_type_symbol"]
-        symbols = [symbols] if isinstance(symbols, str) else symbols
+        symbols = _column(data, "_atom_site_type_symbol")
         table = _element_table()
-        if any(sym not in table or not np.isfinite(table[sym][1]) for sym in symbols):
+        if not symbols or any(sym not in table or not np.isfinite(table[sym][1]) for sym in symbols):
             return None
-        occupancy = data.get("_atom_site_occupancy", ["1"] * len(symbols))
-        if isinstance(occupancy, str):
-            occupancy = [occupancy]
-        if any(str2float(o) != 1.0 for o in occupancy):
+        if any(str2float(o) != 1.0 for o in _column(data, "_atom_site_occupancy")):
             return None
-        frac = np.array([[str2float(v) for v in ([data[k]] if isinstance(data[k], str) else data[k])]
-                         for k in ("_atom_site_fract_x", "_atom_site_fract_y",
-                                   "_atom_site_fract_z")], dtype=float).T
+        frac = np.array([[str2float(v) for v in _column(data, f"_atom_site_fract_{axis}")]
+                         for axis in "xyz"], dtype=float).T
         lattice = Lattice.from_parameters(*(str2float(data[k]) for k in _CELL_KEYS)).matrix
     except Exception:  # pymatgen reads it again and reports what is wrong
         return None
