@@ -40,22 +40,6 @@ MODELS = {
 UNITS = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV"}
 
 
-def limit_heap_fragmentation(threshold=1 << 16):
-    """Serve allocations above ``threshold`` bytes from mmap (glibc's M_MMAP_THRESHOLD).
-
-    Batches of graphs differ in size, so glibc's heap fragments and the
-    resident memory of a long run grew by about 150 MiB per epoch (10 GiB
-    after 30 epochs of 18k crystals); with this setting it stays flat.
-    The same as ``MALLOC_MMAP_THRESHOLD_=65536`` in the environment.
-    """
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, int(threshold))  # -3: M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
 def split(n, n_val, n_test, n_train, seed):
     """Fixed validation and test sets, then (a subset of) the rest for training."""
     perm = np.random.RandomState(seed).permutation(n)
@@ -97,7 +81,6 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    limit_heap_fragmentation()
     target, nm_only, n_train = MODELS[args.name]
 
     t0 = time.time()

@@ -11,6 +11,7 @@ from skorch.callbacks import EarlyStopping, LRScheduler
 from skorch.dataset import ValidSplit
 from sklearn.utils import check_random_state
 
+from .callbacks import ReleaseMemory
 from .data import GraphDataset, GraphLoader
 from .graph import CrystalGraph, CrystalGraphTransformer, _as_list, as_graph_array
 from .model import CGCNN, resolve_conv_dtype
@@ -20,7 +21,7 @@ __all__ = ["CGCNNRegressor", "TransferCGCNNRegressor"]
 
 #: Callbacks built from the estimator's own parameters at every fit; they are
 #: left out of ``get_params`` so that those parameters stay the one source.
-_DERIVED_CALLBACKS = ("lr_scheduler", "best_epoch")
+_DERIVED_CALLBACKS = ("lr_scheduler", "best_epoch", "release_memory")
 
 
 class CGCNNRegressor(NeuralNetRegressor):
@@ -189,6 +190,7 @@ class CGCNNRegressor(NeuralNetRegressor):
             callbacks.append(("best_epoch", EarlyStopping(
                 monitor="valid_loss", patience=patience, threshold=0.0,
                 threshold_mode="abs", load_best=True, sink=self._print)))
+        callbacks.append(("release_memory", ReleaseMemory()))
         return callbacks
 
     def _print(self, *args, **kwargs):

@@ -10,7 +10,8 @@ import torch
 from skorch import NeuralNetRegressor
 
 import skcgcnn.io as io_module
-from skcgcnn.callbacks import AtomicCheckpoint
+from skcgcnn import CGCNNRegressor
+from skcgcnn.callbacks import AtomicCheckpoint, ReleaseMemory, _malloc_trim, _rss_mib
 from skcgcnn.io import atomic_write_bytes, load_state_dict, save_json, save_state_dict
 
 
@@ -232,3 +233,31 @@ def test_atomic_checkpoint_default_writes_nothing_to_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _net(tmp_path / "elsewhere", 1).fit(*_data())
     assert sorted(os.listdir(tmp_path)) == ["elsewhere"]
+
+
+# ------------------------------------------------------------ ReleaseMemory
+@pytest.mark.skipif(_malloc_trim() is None or "MALLOC_MMAP_THRESHOLD_" in os.environ,
+                    reason="needs glibc's malloc_trim and its default mmap threshold")
+def test_release_memory_returns_freed_heap_pages():
+    # 200 MB of 100 kB buffers (heap, not mmap), then free 9 in 10: the holes
+    # stay resident until malloc_trim gives them back
+    buffers = [bytearray(100_000) for _ in range(2000)]
+    kept = buffers[::10]
+    del buffers
+    release = ReleaseMemory(threshold_mib=100)
+    release.on_train_begin(net=None)
+    before = _rss_mib()
+    release.on_epoch_end(net=None)  # no growth since the train began: kept
+    assert _rss_mib() > before - 10
+    release.baseline_mib_ = before - 200  # as if it had grown by 200 MiB
+    release.on_epoch_end(net=None)
+    assert before - _rss_mib() > 100
+    assert release.baseline_mib_ == pytest.approx(_rss_mib(), abs=10)
+    assert len(kept) == 200
+
+
+def test_estimators_release_memory_by_default():
+    net = CGCNNRegressor(max_epochs=1)
+    names = [name for name, _ in net.get_default_callbacks()]
+    assert "release_memory" in names
+    assert not any("release_memory" in key for key in net.get_params())
