@@ -128,13 +128,17 @@ def main(argv=None):
     # the best epoch, as written by SaveBest: evaluate it on the test set
     from skcgcnn.pretrained import load_pretrained
 
-    module, card = load_pretrained(os.path.join(args.out, args.name + ".pt"))
+    module, saved = load_pretrained(os.path.join(args.out, args.name + ".pt"))
+    # the command that finished the model (a resumed run may end it earlier or later)
+    card = {**saved, "training_command": command, "hyperparameters": card["hyperparameters"]}
     net.initialize()
     net.module_.load_state_dict(module.state_dict())
     pred = net.predict(graphs[te])
     card["test_mae"] = float(np.abs(pred - y_all[te]).mean())
     card["test_mad"] = float(np.abs(y_all[te] - y_all[tr].mean()).mean())
-    card["wall_time_s"] = round(time.time() - t0)
+    history = ckpt / "history.json"
+    epochs = json.loads(history.read_text()) if history.is_file() else []
+    card["training_time_s"] = round(sum(e["dur"] for e in epochs))  # all epochs, resumed or not
     from skcgcnn.io import save_json
 
     save_json(card, os.path.join(args.out, args.name + ".json"))
