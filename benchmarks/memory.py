@@ -66,8 +66,10 @@ def run_mode(mode, n, epochs, threads):
                          callbacks=[("record", Record())], **extra)
     net.fit(graphs[rows], y)
     h = net.history_
-    return {"mode": mode, "rss_start_mib": round(start), "rss_mib": [round(v) for v in h[:, "rss_mib"]],
-            "cpu_s": [round(v, 2) for v in h[:, "cpu_s"]], "wall_s": [round(v, 2) for v in h[:, "dur"]]}
+    return {"mode": mode, "rss_start_mib": round(start),
+            "rss_mib": [round(v) for v in h[:, "rss_mib"]],
+            "cpu_s": [round(v, 2) for v in h[:, "cpu_s"]],
+            "wall_s": [round(v, 2) for v in h[:, "dur"]]}
 
 
 def main(argv=None):
@@ -92,10 +94,12 @@ def main(argv=None):
                              check=True, capture_output=True, text=True).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
     rows = [[r["mode"], r["rss_start_mib"], r["rss_mib"][0], r["rss_mib"][-1],
-             r["rss_mib"][-1] - r["rss_mib"][0], round(sum(r["cpu_s"][1:]) / (args.epochs - 1), 2)]
+             r["rss_mib"][-1] - r["rss_mib"][0],
+             round(sum(r["cpu_s"][1:]) / (args.epochs - 1), 2)]
             for r in results]
-    print(markdown_table(["mode", "RSS before fit (MiB)", "after epoch 1", f"after epoch {args.epochs}",
-                          "growth after epoch 1", "CPU s per epoch (2 on)"], rows))
+    print(markdown_table(["mode", "RSS before fit (MiB)", "after epoch 1",
+                          f"after epoch {args.epochs}", "growth after epoch 1",
+                          "CPU s per epoch (2 on)"], rows))
     if args.json:
         write_json({"settings": vars(args), "machine": machine_info(), "results": results}, args.json)
 
