@@ -89,7 +89,7 @@ class ReleaseMemory(Callback):
     after 30 epochs of 18,000 crystals). At the end of an epoch in which the
     resident memory has grown by more than ``threshold_mib`` since the last
     release, this calls glibc's ``malloc_trim(0)``, which keeps it flat. A
-    release costs the page faults of touching that memory again (about 10 %
+    release costs the page faults of touching that memory again (about 12 %
     of an epoch of 3,000 crystals when done after every epoch), hence the
     threshold (``docs/performance.md``). The estimators add it by default
     (``callbacks__release_memory=None`` switches it off); elsewhere than
