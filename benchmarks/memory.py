@@ -14,7 +14,7 @@ its own fresh process, one after the other:
 - ``none``: glibc as it comes (``callbacks__release_memory=None``);
 - ``mmap``: allocations above 64 kB served by mmap
   (``mallopt(M_MMAP_THRESHOLD, 65536)``, i.e. ``MALLOC_MMAP_THRESHOLD_=65536``),
-  what ``benchmarks/pretrain.py`` did before 0.1.0's ``ReleaseMemory``;
+  what ``benchmarks/pretrain.py`` did before ``ReleaseMemory`` existed;
 - ``release``: the estimators' default, ``ReleaseMemory`` (``malloc_trim(0)``
   after every epoch).
 
