@@ -16,7 +16,7 @@ its own fresh process, one after the other:
   (``mallopt(M_MMAP_THRESHOLD, 65536)``, i.e. ``MALLOC_MMAP_THRESHOLD_=65536``),
   what ``benchmarks/pretrain.py`` did before ``ReleaseMemory`` existed;
 - ``release``: the estimators' default, ``ReleaseMemory`` (``malloc_trim(0)``
-  after every epoch).
+  after an epoch in which resident memory grew by more than 256 MiB).
 
 Reported per epoch: resident memory (MiB) at the end, and CPU seconds of the
 process (``time.process_time``; on a shared machine a steadier measure of the
@@ -31,7 +31,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 MODES = ("none", "mmap", "release")
 
@@ -46,15 +45,12 @@ def run_mode(mode, n, epochs, threads):
 
     from common import MP_CRYSTALS, load_table_and_graphs, rss_mib
     from skcgcnn import CGCNNRegressor
+    from train_speed import EpochCPUTime
 
     torch.set_num_threads(threads)
 
-    class Record(Callback):
-        def on_epoch_begin(self, net, **kwargs):
-            self._cpu = time.process_time()
-
+    class RecordRSS(Callback):
         def on_epoch_end(self, net, **kwargs):  # after release_memory: callbacks run in order
-            net.history.record("cpu_s", time.process_time() - self._cpu)
             net.history.record("rss_mib", rss_mib())
 
     table, graphs = load_table_and_graphs(MP_CRYSTALS)
@@ -63,12 +59,13 @@ def run_mode(mode, n, epochs, threads):
     start = rss_mib()
     extra = {"callbacks__release_memory": None} if mode != "release" else {}
     net = CGCNNRegressor(max_epochs=epochs, batch_size=256, random_state=0, verbose=0,
-                         callbacks=[("record", Record())], **extra)
+                         callbacks=[("cpu_time", EpochCPUTime()), ("rss", RecordRSS())],
+                         **extra)
     net.fit(graphs[rows], y)
     h = net.history_
     return {"mode": mode, "rss_start_mib": round(start),
             "rss_mib": [round(v) for v in h[:, "rss_mib"]],
-            "cpu_s": [round(v, 2) for v in h[:, "cpu_s"]],
+            "cpu_s": [round(v, 2) for v in h[:, "cpu_dur"]],
             "wall_s": [round(v, 2) for v in h[:, "dur"]]}
 
 
