@@ -321,13 +321,24 @@ def report():
     lines += report_curves(frames)
     hours = sum(f.fit_time_s.sum() for f in frames.values()) / 3600
     lines += [f"Total fitting time in these tables: {hours:.1f} CPU hours.", "", END]
+    write_block(lines)
+
+
+def write_block(lines):
+    """Replace the block of ``docs/benchmarks.md`` between ``lines``' first and last line.
+
+    The first and last lines are the block's markers; a block not yet in the
+    file is appended. The file is rewritten atomically.
+    """
+    from skcgcnn.io import atomic_write_bytes
+
+    begin, end = lines[0], lines[-1]
     text = DOC.read_text() if DOC.is_file() else ""
     block = "\n".join(lines)
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: block, text, flags=re.S)
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: block, text, flags=re.S)
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    from skcgcnn.io import atomic_write_bytes
     atomic_write_bytes(DOC, text.encode())
     print(block)
 
