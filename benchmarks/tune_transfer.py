@@ -94,6 +94,8 @@ def _p(frame, a, b):
         t, p = paired_ttest(frame, a, b)
     except ValueError:
         return ""
+    if np.isnan(p):  # no difference on any shared trial
+        return "equal on every trial"
     return f"{p:.2g} ({'lower' if t < 0 else 'higher'})"
 
 
