@@ -156,6 +156,12 @@ def baseline_models():
     return models
 
 
+def ensemble(cls, params, n_members=N_MEMBERS):
+    """Mean prediction of ``n_members`` fits of ``cls(**params)``, seeded 0, 1, ..."""
+    return VotingRegressor([(f"seed {s}", cls(**dict(params, random_state=s)))
+                            for s in range(n_members)])
+
+
 def cgcnn_models(target, stage, args):
     """The CGCNN models of a stage, named as in the tables."""
     fit = dict(max_epochs=args.epochs, lr_decay_epoch=args.lr_decay_epoch,
@@ -165,12 +171,9 @@ def cgcnn_models(target, stage, args):
         return {"CGCNN": CGCNNRegressor(**fit),
                 tl_name(target): TransferCGCNNRegressor(pretrained=big, **fit)}
     if stage == "ensembles":
-        def ensemble(cls, **kw):
-            return VotingRegressor([(f"seed {s}", cls(**dict(fit, random_state=s), **kw))
-                                    for s in range(N_MEMBERS)])
-        return {f"CGCNN ensemble of {N_MEMBERS}": ensemble(CGCNNRegressor),
+        return {f"CGCNN ensemble of {N_MEMBERS}": ensemble(CGCNNRegressor, fit),
                 f"TL-CGCNN ensemble of {N_MEMBERS} ({big_label})":
-                    ensemble(TransferCGCNNRegressor, pretrained=big)}
+                    ensemble(TransferCGCNNRegressor, dict(fit, pretrained=big))}
     return {
         f"TL-CGCNN ({small_label})": TransferCGCNNRegressor(pretrained=small, **fit),
         f"freezing ({big_label})": TransferCGCNNRegressor(pretrained=big, freeze="all_but_head",

@@ -34,7 +34,6 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.ensemble import VotingRegressor
 
 sys.path.insert(0, os.path.dirname(__file__))
 import paper  # noqa: E402
@@ -76,9 +75,7 @@ def fit_variant(name, graphs, y, split, trial, pretrained):
     t0 = time.time()
     X, y_fit = graphs[fit_idx], y[fit_idx]
     if n_members:  # seeds 0..n-1: each member also holds out other validation crystals
-        model = VotingRegressor([(f"seed {s}", cls(**dict(kw, random_state=s)))
-                                 for s in range(n_members)])
-        model.fit(X, y_fit)
+        model = paper.ensemble(cls, kw, n_members).fit(X, y_fit)
         valid = np.nan  # no common held-out set
     else:
         model = cls(**kw).fit(X, y_fit)
