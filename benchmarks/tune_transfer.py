@@ -97,7 +97,8 @@ def _p(frame, a, b):
 
 
 def report_target(target, res):
-    """Markdown lines of one target's variants, best validation MAE first."""
+    """Markdown lines of one target's variants, best validation MAE first (ensembles, then
+    variants with fewer trials, last)."""
     frame = res.rename(columns={"variant": "model"}).assign(n_train=paper.N_TRAIN)
     scratch = "CGCNN (scratch)"
     main_csv = paper.RESULTS / f"{paper.slug(target)}.csv"
@@ -106,7 +107,8 @@ def report_target(target, res):
         frame = pd.concat([frame, rows[["trial", "n_train", "test_mae"]].assign(model=scratch)])
     stats = frame.groupby("model").agg(trials=("test_mae", "size"), valid=("valid_mae", "mean"),
                                        mean=("test_mae", "mean"), std=("test_mae", "std"))
-    stats = stats.sort_values(["valid", "mean"], na_position="last")
+    stats["partial"] = stats.trials < stats.trials.max()  # unfinished variants last
+    stats = stats.sort_values(["partial", "valid", "mean"], na_position="last")
     lines = [f"### {target} ({paper.TARGETS[target]['units']})", "",
              "| variant | trials | validation MAE | test MAE, mean (std) | p vs base | "
              "p vs scratch |", "| --- | --- | --- | --- | --- | --- |"]
