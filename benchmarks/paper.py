@@ -90,6 +90,9 @@ TARGETS = {
 STAGES = ("baselines", "main", "transfer", "curves", "ensembles")
 N_TRAIN = 500
 N_MEMBERS = 5
+#: Fitting settings of every CGCNN here (the command-line defaults).
+FIT = dict(max_epochs=150, lr_decay_epoch=100, batch_size=64, conv_dtype="bfloat16",
+           random_state=0)
 
 
 def tl_name(target):
@@ -156,6 +159,11 @@ def baseline_models():
     return models
 
 
+def ensemble_name(model):
+    """Table name of the ensemble of a model: 'TL-CGCNN (x)' -> 'TL-CGCNN ensemble of 5 (x)'."""
+    return model.replace("CGCNN", f"CGCNN ensemble of {N_MEMBERS}", 1)
+
+
 def ensemble(cls, params, n_members=N_MEMBERS):
     """Mean prediction of ``n_members`` fits of ``cls(**params)``, seeded 0, 1, ..."""
     return VotingRegressor([(f"seed {s}", cls(**dict(params, random_state=s)))
@@ -164,15 +172,15 @@ def ensemble(cls, params, n_members=N_MEMBERS):
 
 def cgcnn_models(target, stage, args):
     """The CGCNN models of a stage, named as in the tables."""
-    fit = dict(max_epochs=args.epochs, lr_decay_epoch=args.lr_decay_epoch,
-               batch_size=args.batch_size, conv_dtype=args.conv_dtype, random_state=0)
+    fit = dict(FIT, max_epochs=args.epochs, lr_decay_epoch=args.lr_decay_epoch,
+               batch_size=args.batch_size, conv_dtype=args.conv_dtype)
     (big, big_label), (small, small_label) = TARGETS[target]["pretrained"]
     if stage in ("main", "curves"):
         return {"CGCNN": CGCNNRegressor(**fit),
                 tl_name(target): TransferCGCNNRegressor(pretrained=big, **fit)}
     if stage == "ensembles":
-        return {f"CGCNN ensemble of {N_MEMBERS}": ensemble(CGCNNRegressor, fit),
-                f"TL-CGCNN ensemble of {N_MEMBERS} ({big_label})":
+        return {ensemble_name("CGCNN"): ensemble(CGCNNRegressor, fit),
+                ensemble_name(tl_name(target)):
                     ensemble(TransferCGCNNRegressor, dict(fit, pretrained=big))}
     return {
         f"TL-CGCNN ({small_label})": TransferCGCNNRegressor(pretrained=small, **fit),
@@ -208,6 +216,17 @@ def _fmt(mean, std):
     return f"{mean:.3f} ({std:.3f})" if np.isfinite(std) else f"{mean:.3f}"
 
 
+def p_text(frame, a, b):
+    """Paired t-test of model a against b as 'p (lower|higher)'; '' if it cannot be run."""
+    try:
+        t, p = paired_ttest(frame, a, b)
+    except ValueError:  # a model missing, or fewer than 2 shared trials
+        return ""
+    if np.isnan(p):  # no difference on any shared trial
+        return "equal on every trial"
+    return f"{p:.2g} ({'lower' if t < 0 else 'higher'})"
+
+
 def _paper_key(model):
     if "ensemble" in model:  # not in the paper
         return None
@@ -227,13 +246,7 @@ def report_target(target, frame):
              "p vs CGCNN |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for _, row in summary.iterrows():
         key = _paper_key(row.model)
-        pval = ""
-        if row.model != "CGCNN" and "CGCNN" in set(at500.model):
-            try:
-                t, p = paired_ttest(at500, row.model, "CGCNN")
-                pval = f"{p:.2g} ({'lower' if t < 0 else 'higher'})"
-            except ValueError:
-                pass
+        pval = "" if row.model == "CGCNN" else p_text(at500, row.model, "CGCNN")
         lines.append(f"| {row.model} | {row.n_trials} | "
                      f"{_fmt(row.test_mae_mean, row.test_mae_std)} | {row.train_mae_mean:.3f} | "
                      f"{spec['paper'].get(key, '')} | {spec['design'].get(key, '')} | {pval} |")
@@ -241,10 +254,8 @@ def report_target(target, frame):
     verdict = []
     means = summary.set_index("model").test_mae_mean
     trials = summary.set_index("model").n_trials
-    ensemble = f"ensemble of {N_MEMBERS}"
     pairs = [(big_tl, "CGCNN", "CGCNN from scratch"),
-             (big_tl.replace("TL-CGCNN", f"TL-CGCNN {ensemble}"), f"CGCNN {ensemble}",
-              f"the CGCNN {ensemble}")]
+             (ensemble_name(big_tl), ensemble_name("CGCNN"), f"the {ensemble_name('CGCNN')}")]
     for tl, scratch, scratch_words in pairs:
         if tl not in means or scratch not in means:
             continue
@@ -374,10 +385,10 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
     p.add_argument("--stage", nargs="+", choices=STAGES, default=list(STAGES))
-    p.add_argument("--epochs", type=int, default=150)
-    p.add_argument("--lr-decay-epoch", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--conv-dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    p.add_argument("--epochs", type=int, default=FIT["max_epochs"])
+    p.add_argument("--lr-decay-epoch", type=int, default=FIT["lr_decay_epoch"])
+    p.add_argument("--batch-size", type=int, default=FIT["batch_size"])
+    p.add_argument("--conv-dtype", default=FIT["conv_dtype"], choices=["float32", "bfloat16"])
     p.add_argument("--max-trials", type=int, default=10,
                    help="at most this many trials per size (the paper's count by default)")
     p.add_argument("--n-jobs", type=int, default=1, help="fits in parallel (one thread each)")

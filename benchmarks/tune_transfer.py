@@ -40,7 +40,7 @@ import paper  # noqa: E402
 
 from skcgcnn import CGCNNRegressor, TransferCGCNNRegressor  # noqa: E402
 from skcgcnn.io import atomic_write_bytes  # noqa: E402
-from skcgcnn.stats import paired_ttest, repeated_splits  # noqa: E402
+from skcgcnn.stats import repeated_splits  # noqa: E402
 
 BEGIN, END = "<!-- tune_transfer.py report: begin -->", "<!-- tune_transfer.py report: end -->"
 
@@ -54,9 +54,9 @@ VARIANTS = {
     "300 epochs": dict(max_epochs=300, lr_decay_epoch=200),
     "weight_decay=1e-4": dict(weight_decay=1e-4),
     "batch 32": dict(batch_size=32),
-    "ensemble of 5": dict(n_members=5),
+    f"ensemble of {paper.N_MEMBERS}": dict(n_members=paper.N_MEMBERS),
     "CGCNN (scratch)": dict(scratch=True, lr=0.01),
-    "CGCNN ensemble of 5": dict(scratch=True, lr=0.01, n_members=5),
+    paper.ensemble_name("CGCNN"): dict(scratch=True, lr=0.01, n_members=paper.N_MEMBERS),
 }
 
 
@@ -64,9 +64,7 @@ def fit_variant(name, graphs, y, split, trial, pretrained):
     """Fit one variant on one split; its row of the CSV."""
     train, val, test = split
     fit_idx = np.concatenate([train, val])
-    kw = dict(max_epochs=150, lr_decay_epoch=100, batch_size=64, conv_dtype="bfloat16",
-              random_state=0)
-    kw.update(VARIANTS[name])
+    kw = dict(paper.FIT, **VARIANTS[name])
     n_members = kw.pop("n_members", None)
     if kw.pop("scratch", False):
         cls = CGCNNRegressor
@@ -83,17 +81,6 @@ def fit_variant(name, graphs, y, split, trial, pretrained):
     return {"trial": trial, "variant": name, "valid_mae": float(valid),
             "test_mae": float(np.abs(model.predict(graphs[test]) - y[test]).mean()),
             "fit_time_s": round(time.time() - t0, 1)}
-
-
-def _p(frame, a, b):
-    """'p (lower|higher)' of variant a against b over their shared trials, or ''."""
-    try:
-        t, p = paired_ttest(frame, a, b)
-    except ValueError:
-        return ""
-    if np.isnan(p):  # no difference on any shared trial
-        return "equal on every trial"
-    return f"{p:.2g} ({'lower' if t < 0 else 'higher'})"
 
 
 def report_target(target, res):
@@ -113,12 +100,11 @@ def report_target(target, res):
              "| variant | trials | validation MAE | test MAE, mean (std) | p vs base | "
              "p vs scratch |", "| --- | --- | --- | --- | --- | --- |"]
     for name, row in stats.iterrows():
-        ensemble = name.endswith("ensemble of 5")
-        ref = "CGCNN ensemble of 5" if ensemble else scratch
+        ref = paper.ensemble_name("CGCNN") if name.endswith(f"ensemble of {paper.N_MEMBERS}") else scratch
         valid = "" if np.isnan(row.valid) else f"{row.valid:.4f}"
         lines.append(f"| {name} | {int(row.trials)} | {valid} | {row['mean']:.4f} ({row['std']:.4f}) | "
-                     f"{'' if name.startswith('CGCNN') or name == 'base' else _p(frame, name, 'base')} | "
-                     f"{'' if name == ref else _p(frame, name, ref)} |")
+                     f"{'' if name.startswith('CGCNN') or name == 'base' else paper.p_text(frame, name, 'base')} | "
+                     f"{'' if name == ref else paper.p_text(frame, name, ref)} |")
     return lines + [""]
 
 
