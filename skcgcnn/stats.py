@@ -230,7 +230,7 @@ def _parallel_rows(make_jobs, n_jobs, verbose):
 def _read_results(path):
     if path is None or not os.path.exists(path) or os.path.getsize(path) == 0:
         return pd.DataFrame(columns=RESULT_COLUMNS)
-    done = pd.read_csv(path, dtype={"model": str})
+    done = pd.read_csv(path, dtype={"model": str}, float_precision="round_trip")
     missing = set(RESULT_COLUMNS) - set(done.columns)
     if missing:
         raise ValueError(f"{os.fspath(path)!r} is not a results file of run_trials: "
