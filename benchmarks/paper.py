@@ -191,14 +191,19 @@ def cgcnn_models(target, stage, args):
     }
 
 
+def stage_splits(target, stage, n_samples, max_trials=10):
+    """{training size: splits} of a stage: 500 crystals, or the learning curve's larger sizes,
+    with the paper's trial count for each size (at most ``max_trials``)."""
+    sizes = [N_TRAIN] if stage != "curves" else [n for n in TARGETS[target]["curve"]
+                                                   if n != N_TRAIN]
+    return {n: repeated_splits(n_samples, n, min(paper_n_trials(n), max_trials), random_state=0)
+            for n in sizes}
+
+
 def run_stage(target, stage, args):
     graphs, y = load_target(target)
     path = RESULTS / f"{slug(target)}.csv"
-    sizes = [N_TRAIN] if stage != "curves" else [n for n in TARGETS[target]["curve"]
-                                                   if n != N_TRAIN]
-    for n_train in sizes:
-        splits = repeated_splits(len(y), n_train, min(paper_n_trials(n_train), args.max_trials),
-                                 random_state=0)
+    for n_train, splits in stage_splits(target, stage, len(y), args.max_trials).items():
         if stage == "baselines":
             rows = np.unique(np.concatenate([np.concatenate(s) for s in splits]))
             X, models = magpie_features(graphs, rows), baseline_models()

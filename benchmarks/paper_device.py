@@ -69,9 +69,10 @@ def export(target, path):
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
     back, _ = load(path)
-    for a, b in zip(graphs, back):
-        assert all(np.array_equal(getattr(a, f), getattr(b, f))
-                   for f in ("numbers", "centers", "neighbors", "distances"))
+    for i, (a, b) in enumerate(zip(graphs, back)):
+        if not all(np.array_equal(getattr(a, f), getattr(b, f))
+                   for f in ("numbers", "centers", "neighbors", "distances")):
+            raise RuntimeError(f"graph {i} does not survive the compact format")
     print(f"{path}: {len(graphs)} graphs, {os.path.getsize(path) / 1e6:.1f} MB")
 
 
@@ -85,8 +86,7 @@ def load(path):
     features._raw_properties = lambda z: list(props[z - 1])  # no pymatgen needed
     radius, max_num_nbr = float(d["settings"][0]), int(d["settings"][1])
     atom_end = np.cumsum(d["n_atoms"])
-    edge_end = np.cumsum([d["counts"][a:b].sum() for a, b in zip(atom_end - d["n_atoms"],
-                                                                  atom_end)])
+    edge_end = np.cumsum(d["counts"], dtype=np.int64)[atom_end - 1]
     graphs, a0, e0 = [], 0, 0
     for a1, e1 in zip(atom_end, edge_end):
         counts = d["counts"][a0:a1]
@@ -125,17 +125,10 @@ def _fit(trial, name, split):
 
 def jobs(target, stage, n_samples, max_trials=10):
     """(trial, model name, split) of every fit of the stage, smallest training set first."""
-    spec = paper.TARGETS[target]
-    sizes = [paper.N_TRAIN] if stage != "curves" else [n for n in spec["curve"]
-                                                         if n != paper.N_TRAIN]
     names = list(paper.cgcnn_models(target, stage, argparse.Namespace(**fit_defaults())))
-    out = []
-    for n_train in sorted(sizes):
-        splits = paper.repeated_splits(n_samples, n_train,
-                                       min(paper.paper_n_trials(n_train), max_trials),
-                                       random_state=0)
-        out += [(t, name, split) for t, split in enumerate(splits) for name in names]
-    return out
+    by_size = paper.stage_splits(target, stage, n_samples, max_trials)
+    return [(t, name, split) for n in sorted(by_size) for t, split in enumerate(by_size[n])
+            for name in names]
 
 
 def fit_defaults(epochs=None):
