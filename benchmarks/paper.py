@@ -284,9 +284,11 @@ def report_target(target, frame):
         verdict.append(f"Best method over {trials.max()} trials: {best} ({means[best]:.3f}).")
     for tl, _, _ in pairs:
         if tl in means:
+            so_far = "" if trials[tl] == trials.max() else \
+                f" (so far: {trials[tl]} of {trials.max()} trials)"
             verdict.append(f"Goal <= {spec['goal']} for {tl}: "
                            f"{'met' if means[tl] <= spec['goal'] else 'missed'}"
-                           f" by {abs(means[tl] - spec['goal']):.3f}.")
+                           f" by {abs(means[tl] - spec['goal']):.3f}{so_far}.")
     if verdict:
         lines += [" ".join(verdict), ""]
     return lines
