@@ -171,10 +171,8 @@ def ensemble(cls, params, n_members=N_MEMBERS):
                             for s in range(n_members)])
 
 
-def cgcnn_models(target, stage, args):
-    """The CGCNN models of a stage, named as in the tables."""
-    fit = dict(FIT, max_epochs=args.epochs, lr_decay_epoch=args.lr_decay_epoch,
-               batch_size=args.batch_size, conv_dtype=args.conv_dtype)
+def cgcnn_models(target, stage, fit=FIT):
+    """The CGCNN models of a stage, named as in the tables, with the fit settings ``fit``."""
     (big, big_label), (small, small_label) = TARGETS[target]["pretrained"]
     if stage in ("main", "curves"):
         return {"CGCNN": CGCNNRegressor(**fit),
@@ -208,7 +206,9 @@ def run_stage(target, stage, args):
             rows = np.unique(np.concatenate([np.concatenate(s) for s in splits]))
             X, models = magpie_features(graphs, rows), baseline_models()
         else:
-            X, models = graphs, cgcnn_models(target, stage, args)
+            X, models = graphs, cgcnn_models(target, stage, dict(
+                FIT, max_epochs=args.epochs, lr_decay_epoch=args.lr_decay_epoch,
+                batch_size=args.batch_size, conv_dtype=args.conv_dtype))
         if args.models:
             models = {k: v for k, v in models.items() if any(m in k for m in args.models)}
             if not models:

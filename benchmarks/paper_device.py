@@ -103,12 +103,12 @@ def load(path):
 _WORKER = {}
 
 
-def _init_worker(path, target, stage, device, fit_args):
+def _init_worker(path, target, stage, device, fit):
     import torch
 
     torch.set_num_threads(1)
     graphs, y = load(path)
-    models = paper.cgcnn_models(target, stage, argparse.Namespace(**fit_args))
+    models = paper.cgcnn_models(target, stage, fit)
     _WORKER.update(graphs=graphs, y=y, models=models, device=device)
 
 
@@ -125,16 +125,10 @@ def _fit(trial, name, split):
 
 def jobs(target, stage, n_samples, max_trials=10):
     """(trial, model name, split) of every fit of the stage, smallest training set first."""
-    names = list(paper.cgcnn_models(target, stage, argparse.Namespace(**fit_defaults())))
+    names = list(paper.cgcnn_models(target, stage))
     by_size = paper.stage_splits(target, stage, n_samples, max_trials)
     return [(t, name, split) for n in sorted(by_size) for t, split in enumerate(by_size[n])
             for name in names]
-
-
-def fit_defaults(epochs=None):
-    f = paper.FIT
-    return dict(epochs=epochs or f["max_epochs"], lr_decay_epoch=f["lr_decay_epoch"],
-                batch_size=f["batch_size"], conv_dtype=f["conv_dtype"])
 
 
 def run(path, out, stage, device, workers, deadline, max_trials, epochs=None):
@@ -151,9 +145,10 @@ def run(path, out, stage, device, workers, deadline, max_trials, epochs=None):
     print(f"{target} {stage}: {len(todo)} fits to do on {device} with {workers} workers",
           flush=True)
     seconds_per_crystal = 0.0  # the slowest finished fit's time per training crystal
+    fit = dict(paper.FIT, max_epochs=epochs or paper.FIT["max_epochs"])
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(path, target, stage, device, fit_defaults(epochs))) as pool:
+                             initargs=(path, target, stage, device, fit)) as pool:
         running = {}
         while todo or running:
             while todo and len(running) < workers:
