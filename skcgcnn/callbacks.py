@@ -1,10 +1,12 @@
-"""skorch callbacks of skcgcnn: atomic, resumable checkpoints and heap trimming."""
+"""skorch callbacks of skcgcnn: atomic, resumable checkpoints, a resumable
+cosine schedule and heap trimming."""
 
 from __future__ import annotations
 
 import ctypes
 import functools
 import json
+import math
 import os
 import sys
 
@@ -12,7 +14,7 @@ from skorch.callbacks import Callback
 
 from .io import atomic_write_bytes, load_state_dict, save_state_dict
 
-__all__ = ["AtomicCheckpoint", "ReleaseMemory"]
+__all__ = ["AtomicCheckpoint", "CosineLR", "ReleaseMemory"]
 
 
 class AtomicCheckpoint(Callback):
@@ -59,6 +61,63 @@ class AtomicCheckpoint(Callback):
         save_state_dict(net.module_.state_dict(), self._path("params.pt"))
         save_state_dict(net.optimizer_.state_dict(), self._path("optimizer.pt"))
         atomic_write_bytes(self._path("history.json"), json.dumps(net.history.to_list()).encode())
+
+
+class CosineLR(Callback):
+    """Cosine learning-rate schedule over a fixed number of epochs, with warmup.
+
+    The rate of epoch ``e`` (counted from 1 in ``net.history``) is the
+    optimizer's initial rate times ``(e / warmup)`` during the first
+    ``warmup`` epochs, then
+    ``min_factor + (1 - min_factor) * (1 + cos(pi * t)) / 2`` with ``t``
+    going from 0 to 1 over the remaining epochs. Because the epoch comes from
+    the history, a run resumed by :class:`AtomicCheckpoint` (which restores
+    the history) continues the same curve, unlike a torch scheduler whose
+    step count starts again at zero. Each parameter group keeps its own
+    initial rate (``"initial_lr"``, saved with the optimizer's state), so
+    per-group learning rates scale together.
+
+    Parameters
+    ----------
+    epochs : int
+        Length of the whole schedule in epochs (the run's total, not what is
+        left of it after a resume).
+    warmup : int, default=0
+        Epochs of linear warmup.
+    min_factor : float, default=0.0
+        Rate at the last epoch, as a fraction of the initial rate.
+
+    Examples
+    --------
+    >>> from skcgcnn import CGCNNRegressor
+    >>> from skcgcnn.callbacks import CosineLR
+    >>> [round(CosineLR(10, warmup=2).factor(e), 3) for e in (1, 2, 3, 10)]
+    [0.5, 1.0, 1.0, 0.038]
+    >>> net = CGCNNRegressor(lr_decay_epoch=None, callbacks=[CosineLR(300, warmup=5)])
+    """
+
+    def __init__(self, epochs, warmup=0, min_factor=0.0):
+        self.epochs = epochs
+        self.warmup = warmup
+        self.min_factor = min_factor
+
+    def factor(self, epoch):
+        """Multiplier of the initial learning rate in ``epoch`` (from 1)."""
+        if epoch <= self.warmup:
+            return epoch / self.warmup
+        t = min((epoch - self.warmup - 1) / (self.epochs - self.warmup), 1.0)
+        return self.min_factor + (1 - self.min_factor) * (1 + math.cos(math.pi * t)) / 2
+
+    def on_train_begin(self, net, **kwargs):
+        if int(self.epochs) < 1 or int(self.warmup) < 0 or int(self.warmup) >= int(self.epochs):
+            raise ValueError(f"CosineLR needs epochs >= 1 and 0 <= warmup < epochs, got "
+                             f"epochs={self.epochs}, warmup={self.warmup}")
+
+    def on_epoch_begin(self, net, **kwargs):
+        f = self.factor(len(net.history))
+        for group in net.optimizer_.param_groups:
+            # torch's convention: "initial_lr" is saved with the optimizer's state
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * f
 
 
 @functools.lru_cache(maxsize=None)
