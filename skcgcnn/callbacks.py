@@ -10,11 +10,12 @@ import math
 import os
 import sys
 
+import numpy as np
 from skorch.callbacks import Callback
 
 from .io import atomic_write_bytes, load_state_dict, save_state_dict
 
-__all__ = ["AtomicCheckpoint", "CosineLR", "ReleaseMemory"]
+__all__ = ["AtomicCheckpoint", "ColumnMAE", "CosineLR", "ReleaseMemory"]
 
 
 class AtomicCheckpoint(Callback):
@@ -118,6 +119,48 @@ class CosineLR(Callback):
         for group in net.optimizer_.param_groups:
             # torch's convention: "initial_lr" is saved with the optimizer's state
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * f
+
+
+class ColumnMAE(Callback):
+    """Validation MAE of each target column, in the targets' own units.
+
+    Added by the estimators when ``y`` has several columns: the loss
+    (``valid_loss``) averages all labelled entries on the normalised scale,
+    so it cannot tell which property is learnt. Each epoch's history gets
+    ``valid_mae_0``, ``valid_mae_1``, ... over the labelled validation
+    crystals of each column (missing labels, NaN, are left out).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ase.build import bulk
+    >>> from skcgcnn import CGCNNRegressor
+    >>> X = [bulk("Cu", a=a) for a in np.linspace(3.4, 3.8, 10)]
+    >>> y = np.c_[np.linspace(3.4, 3.8, 10), np.linspace(1, 2, 10)]
+    >>> net = CGCNNRegressor(max_epochs=2, batch_size=4, random_state=0).fit(X, y)
+    >>> [k for k in net.history[-1] if k.startswith("valid_mae_")]
+    ['valid_mae_0', 'valid_mae_1']
+    """
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.sum_, self.count_ = 0.0, 0.0
+
+    def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
+        if training or y_pred is None:
+            return
+        _, y_true = batch
+        pred = net._denormalize(y_pred.detach().cpu().double().numpy())
+        true = net._denormalize(y_true.cpu().double().numpy())
+        known = ~np.isnan(true)
+        err = np.where(known, np.abs(pred - true), 0.0)
+        self.sum_ = self.sum_ + err.sum(axis=0)
+        self.count_ = self.count_ + known.sum(axis=0)
+
+    def on_epoch_end(self, net, **kwargs):
+        if np.ndim(self.count_) == 0:  # no validation batch this epoch
+            return
+        for j, (s, c) in enumerate(zip(self.sum_, self.count_)):
+            net.history.record(f"valid_mae_{j}", float(s / c) if c else float("nan"))
 
 
 @functools.lru_cache(maxsize=None)

@@ -52,7 +52,8 @@ def test_save_writes_weights_and_card(saved, fitted):
     on_disk = json.loads(path.with_suffix(".json").read_text())
     assert on_disk == card
     assert card["name"] == "tiny-cu"
-    assert card["architecture"] == dict(atom_fea_len=8, n_conv=1, h_fea_len=8, n_h=1, radius=6.0)
+    assert card["architecture"] == dict(atom_fea_len=8, n_conv=1, h_fea_len=8, n_h=1, radius=6.0,
+                                        n_targets=1)
     assert card["featurizer"] == dict(radius=6.0, max_num_nbr=8,
                                       element_features=element_feature_fingerprint())
     assert card["target"] == "volume_per_atom" and card["units"] == "angstrom^3"

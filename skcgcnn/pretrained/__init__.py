@@ -103,6 +103,7 @@ def load_pretrained(name_or_path):
         with open(card_path) as f:
             card = json.load(f)
         arch = {k: card["architecture"][k] for k in ARCHITECTURE_KEYS}
+        arch["n_targets"] = int(card["architecture"].get("n_targets", 1))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"model card {str(card_path)!r} is not a valid skcgcnn card: {exc}") from exc
     fingerprint = card.get("featurizer", {}).get("element_features")
@@ -174,6 +175,7 @@ def load_estimator(name_or_path):
     estimator = CGCNNRegressor(
         **arch, max_num_nbr=card["featurizer"]["max_num_nbr"],
         target_normalization=card.get("target_normalization", "standard"))
+    estimator.n_outputs_ = module.hparams["n_targets"]
     estimator.initialize()
     estimator.module_.load_state_dict(module.state_dict())
     estimator.module_.eval()
@@ -208,12 +210,12 @@ def save_pretrained(estimator, path, **card):
     radius, max_num_nbr = estimator._featurizer_settings()
     full = {
         "name": path.stem,
-        "architecture": {k: module.hparams[k] for k in ARCHITECTURE_KEYS},
+        "architecture": {k: module.hparams[k] for k in (*ARCHITECTURE_KEYS, "n_targets")},
         "featurizer": {"radius": radius, "max_num_nbr": max_num_nbr,
                        "element_features": element_feature_fingerprint()},
         "target_normalization": estimator.target_normalization,
-        "target_mean": module.target_mean.item(),
-        "target_scale": module.target_scale.item(),
+        "target_mean": module.target_mean.tolist(),  # a float, or one per target
+        "target_scale": module.target_scale.tolist(),
         "skcgcnn_version": __version__,
         **card,
     }
