@@ -223,6 +223,33 @@ def _fit_and_save(args, finetune):
     return 0
 
 
+def _cmd_pretrain(args):
+    from .pretraining import pretrain
+
+    data = _read_input(args.input, args.target, args.structure_column, args.id_column,
+                       need_target=True, log10=args.log10, n_jobs=args.n_jobs)
+    graphs = _featurize(data.X, args.radius, args.max_num_nbr, args.n_jobs, not args.quiet)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    card = {"data": os.path.abspath(data.source), "target": data.target, "units": args.units,
+            "target_transform": "log10" if args.log10 else None,
+            "training_command": " ".join(["skcgcnn", *args.argv])}
+    net = pretrain(graphs, data.y, args.output, validation_fraction=args.validation_fraction,
+                   optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                   schedule="cosine", warmup=args.warmup, epochs=args.epochs,
+                   batch_size=args.batch_size, checkpoint_dir=args.checkpoint_dir,
+                   random_state=args.random_state, card=card, device=args.device,
+                   conv_dtype=args.conv_dtype, radius=args.radius,
+                   max_num_nbr=args.max_num_nbr, verbose=0 if args.quiet else 1)
+    stem = os.path.splitext(os.fspath(args.output))[0]
+    _note(f"wrote {stem}.pt and its model card {stem}.json (best epoch "
+          f"{net.card_.get('best_epoch')} of {net.card_['epochs_trained']}, "
+          f"{net.card_['n_train']} training crystals)")
+    return 0
+
+
 def _units(args):
     return " ".join((("log10" if args.log10 else "") + " " + (args.units or "")).split())
 
@@ -545,6 +572,45 @@ def build_parser():
          "--pretrained other.pt data/ -o model.pt --freeze 2 --lr 0.002"], _cmd_finetune)
     _add_input(p)
     _add_training(p, transfer, finetune=True)
+
+    from .pretraining import PRETRAINING_RECIPE as recipe
+
+    p = _subcommand(
+        sub, "pretrain", "pretrain a source model on a large data set",
+        "Pretrain a CGCNN on a large INPUT (tens of thousands of crystals) for transfer "
+        "learning: AdamW with a linear warmup and a cosine decay, the best validation epoch "
+        "saved with its model card whenever it improves, and a checkpoint every epoch, so "
+        "that the same command resumes a stopped run (also on another machine, given the "
+        "checkpoint folder). Then: skcgcnn finetune --pretrained MODEL.pt small_data/.",
+        ["mp_crystals.json.gz --target formation_energy_per_atom --units eV/atom -o fe.pt",
+         "big/ -o source.pt --epochs 300 --device cuda"], _cmd_pretrain)
+    _add_input(p)
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.pt",
+                   help="model file to write with its JSON model card beside it")
+    p.add_argument("--log10", action="store_true", help="model log10 of the target")
+    p.add_argument("--units", default="", help="units of the target, stored in the model card")
+    p.add_argument("--epochs", type=int, default=recipe["epochs"],
+                   help="length of the run and of its cosine schedule (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=recipe["lr"],
+                   help="peak learning rate (default: %(default)s)")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default=recipe["optimizer"],
+                   help="AdamW or SGD with momentum 0.9 (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=recipe["weight_decay"],
+                   help="(default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=recipe["warmup"],
+                   help="epochs of linear warmup (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=recipe["batch_size"],
+                   help="crystals per minibatch (default: %(default)s)")
+    p.add_argument("--validation-fraction", type=float, default=0.1,
+                   help="crystals held out to choose the best epoch (default: %(default)s)")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="per-epoch checkpoint to resume from (default: MODEL.checkpoint/ beside MODEL.pt)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads on the CPU")
+    p.add_argument("--conv-dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="precision of the convolutions (default: %(default)s)")
+    p.add_argument("--random-state", type=int, default=0, help="(default: %(default)s)")
+    _add_graph_options(p, scratch)
 
     p = _subcommand(
         sub, "predict", "predict with a saved model",

@@ -42,7 +42,8 @@ def resolve_conv_dtype(conv_dtype, device="cpu"):
     Parameters
     ----------
     conv_dtype : {"auto", "float32", "bfloat16"}
-    device : str or torch.device, default="cpu"
+    device : str, torch.device or None, default="cpu"
+        None (skorch's "leave the tensors where they are") counts as the CPU.
 
     Returns
     -------
@@ -55,7 +56,7 @@ def resolve_conv_dtype(conv_dtype, device="cpu"):
     ('float32', 'float32')
     """
     if conv_dtype == "auto":
-        native = torch.device(device).type == "cpu" and _cpu_has_native_bfloat16()
+        native = torch.device(device or "cpu").type == "cpu" and _cpu_has_native_bfloat16()
         return "bfloat16" if native else "float32"
     if conv_dtype not in CONV_DTYPES:
         raise ValueError(f"conv_dtype must be 'auto' or one of {tuple(CONV_DTYPES)}, "
