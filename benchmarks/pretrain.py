@@ -63,7 +63,7 @@ class SaveBest(AtomicCheckpoint):
         if net.history[-1, "valid_loss_best"]:
             card = {**self.card, "best_epoch": len(net.history),
                     "valid_mae_normalized": net.history[-1, "valid_loss"]}
-            save_pretrained(net, self.card_path, **card)
+            save_pretrained(net, self.card_path, overwrite=True, **card)
 
 
 def main(argv=None):
