@@ -201,7 +201,7 @@ def _print_plain(text, *args, **kwargs):
     print(_ANSI.sub("", str(text)), *args, **kwargs)
 
 
-def _estimator_params(cls, args):
+def _estimator_params(cls, args, verbose=False):
     """Estimator parameters from the options given; the decay epoch follows --epochs."""
     params = {param: getattr(args, opt) for opt, param in _ESTIMATOR_OPTIONS.items()
               if getattr(args, opt, None) is not None}
@@ -213,8 +213,10 @@ def _estimator_params(cls, args):
         if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
                for v in (decay, epochs)):  # same fraction of the epochs as the defaults
             params["lr_decay_epoch"] = max(1, round(params["max_epochs"] * decay / epochs))
-    if not sys.stdout.isatty():
-        params["callbacks__print_log__sink"] = _print_plain
+    if verbose:
+        params["verbose"] = 1
+        if not sys.stdout.isatty():  # PrintLog prints to any sink but print(), verbose or not
+            params["callbacks__print_log__sink"] = _print_plain
     return params
 
 
@@ -229,8 +231,8 @@ def _estimator(args, finetune):
     from .estimators import CGCNNRegressor, TransferCGCNNRegressor
 
     cls = TransferCGCNNRegressor if finetune else CGCNNRegressor
-    common = dict(random_state=args.random_state, verbose=0 if args.quiet else 1,
-                  **_estimator_params(cls, args))
+    common = dict(random_state=args.random_state,
+                  **_estimator_params(cls, args, verbose=not args.quiet))
     if finetune:
         if args.pretrained is not None:
             common["pretrained"] = args.pretrained
