@@ -67,8 +67,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     commands = {name: (command, ROOT) for name, command in COMMANDS.items()}
     if args.compare_with:
+        done = subprocess.run(["git", "-C", args.compare_with, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True)
+        label = f"commit {done.stdout.strip()}" if done.returncode == 0 else args.compare_with
         for name in ("skcgcnn --help", "skcgcnn pretrained"):
-            commands[f"{name} ({args.compare_with})"] = (COMMANDS[name], args.compare_with)
+            commands[f"{name} ({label})"] = (COMMANDS[name], args.compare_with)
     times = {name: [] for name in commands}
     for _ in range(args.rounds):
         for name, (command, root) in commands.items():

@@ -53,6 +53,16 @@ def model_paths(path):
     ``model.pt``, ``model.json`` and ``model`` all name ``model.pt`` and
     ``model.json``; ``model.v2`` names ``model.v2.pt`` and ``model.v2.json``.
 
+    Parameters
+    ----------
+    path : str or path-like
+        A model path as given to :func:`save_pretrained` or :func:`load_pretrained`.
+
+    Returns
+    -------
+    weights, card : pathlib.Path
+        The ``.pt`` and ``.json`` files.
+
     Examples
     --------
     >>> from skcgcnn.pretrained import model_paths
