@@ -125,6 +125,15 @@ def test_card_records_training(tmp_path):
     assert training_card(model) == {k: card[k] for k in training_card(model)}
 
 
+def test_a_loaded_model_saved_again_keeps_its_card(tmp_path):
+    X = [bulk("Cu", "fcc", a=a) for a in np.linspace(3.4, 3.8, 10)]
+    model = CGCNNRegressor(atom_fea_len=8, n_conv=1, h_fea_len=8, max_epochs=3, batch_size=4,
+                           random_state=0).fit(X, np.linspace(0, 1, 10))
+    first = save_pretrained(model, tmp_path / "a", target="toy", units="eV", test_mae=0.5)
+    second = save_pretrained(load_estimator(tmp_path / "a"), tmp_path / "b")
+    assert second == {**first, "name": "b"}
+
+
 def test_save_pipeline_saves_its_regressor(fitted, tmp_path):
     model, X = fitted
     structures = [bulk("Cu", "fcc", a=a) for a in LATTICE]

@@ -257,6 +257,9 @@ def training_card(estimator):
     (8, 2, 3)
     """
     estimator = _final_estimator(estimator)
+    loaded = _loaded_card(estimator)
+    if loaded:  # rebuilt by load_estimator: its training is the one its card records
+        return {k: loaded[k] for k in _TRAINING_KEYS if k in loaded}
     params = estimator.get_params(deep=False)
     card = {"hyperparameters": {k: _jsonable(params[k]) for k in HYPERPARAMETER_KEYS
                                 if k in params}}
@@ -278,6 +281,20 @@ def training_card(estimator):
         card["pretrained"] = (str(pretrained) if isinstance(pretrained, (str, os.PathLike))
                               else estimator.card_.get("name", type(pretrained).__name__))
         card["pretrained_target"] = estimator.card_.get("target")
+    return card
+
+
+#: Card fields that training_card writes.
+_TRAINING_KEYS = ("hyperparameters", "epochs_trained", "n_train", "n_validation", "best_epoch",
+                  "valid_mae_normalized", "pretrained", "pretrained_target")
+
+
+def _loaded_card(estimator):
+    """The card of an estimator rebuilt by load_estimator and not trained since, else {}."""
+    card = getattr(estimator, "card_", None)
+    if card is None or getattr(estimator, "pretrained", None) is not None or \
+            len(getattr(estimator, "history_", None) or []):
+        return {}
     return card
 
 
@@ -421,6 +438,8 @@ def save_pretrained(estimator, path, *, overwrite=False, **card):
         **training_card(estimator),
         **card,
     }
+    # a model loaded and saved again keeps what its card said about its data and scores
+    full = {**_loaded_card(estimator), **full, "name": weights.stem}
     save_state_dict({k: v.detach().cpu() for k, v in module.state_dict().items()}, weights)
     save_json(full, card_path)
     return full
