@@ -577,8 +577,8 @@ def _add_training(p, estimator, finetune):
                  "validation MAE, whose weights are kept; 0 trains on all and keeps the last")
     _option(p, "--patience", type=int, metavar="EPOCHS", estimator=estimator,
             param="n_iter_no_change",
-            help="stop when the validation MAE has not improved for this many epochs "
-                 "(None: run all epochs)")
+            help="stop when the validation MAE has not improved for this many epochs; "
+                 "None runs every epoch")
     p.add_argument("--random-state", type=int, default=0,
                    help="seed of initialisation, shuffling and the validation split "
                         "(default: %(default)s)")
