@@ -3,8 +3,9 @@
 Every subcommand reads its crystals from one INPUT, in any of these forms:
 
 - a folder in the original CGCNN layout: ``id_prop.csv`` (rows ``id,target``;
-  a header line is skipped) and one ``<id>.cif`` per row; for ``predict``, a
-  folder of ``.cif`` files without ``id_prop.csv`` (ids: the file names);
+  a header line is skipped) and one ``<id>.cif`` per row; for ``predict`` and
+  ``featurize``, also a folder of ``.cif`` files without ``id_prop.csv`` (ids:
+  the file names);
 - a CSV table with a column of CIF paths (relative to the CSV's folder) or
   CIF text (``--structure-column``, default ``structure``) and a target
   column (``--target``);
