@@ -78,7 +78,7 @@ def test_save_unfitted_raises(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_save_keeps_other_suffixes(fitted, tmp_path):
+def test_save_keeps_other_suffixes(fitted, tmp_path, monkeypatch):
     model, X = fitted
     save_pretrained(model, tmp_path / "model.v2")
     save_pretrained(model, tmp_path / "model.pt")
@@ -86,7 +86,9 @@ def test_save_keeps_other_suffixes(fitted, tmp_path):
         "model.json", "model.pt", "model.v2.json", "model.v2.pt"]
     assert json.loads((tmp_path / "model.v2.json").read_text())["name"] == "model.v2"
     expected = model.module_.state_dict()
-    for path in (tmp_path / "model.v2", tmp_path / "model.v2.pt", str(tmp_path / "model.v2")):
+    monkeypatch.chdir(tmp_path)
+    for path in (tmp_path / "model.v2", tmp_path / "model.v2.pt", str(tmp_path / "model.v2"),
+                 "model.v2"):  # a bare name: model.v2.pt in the working directory
         state = load_estimator(path).module_.state_dict()
         assert all(torch.equal(state[k], expected[k]) for k in expected)
 

@@ -77,8 +77,9 @@ def model_paths(path):
 def _resolve(name_or_path):
     p = Path(os.fspath(name_or_path))
     weights, card = model_paths(p)
-    if p.suffix in (".pt", ".json") or p.exists() or weights.exists() or \
-            os.sep in str(name_or_path):
+    explicit = p.suffix in (".pt", ".json") or p.exists() or os.sep in str(name_or_path)
+    # a bare name is a bundled model first, then "<name>.pt" (e.g. "run.v1") if it exists
+    if explicit or (weights.exists() and str(name_or_path) not in list_pretrained()):
         if not weights.is_file():
             raise FileNotFoundError(f"pretrained model file does not exist: {str(weights)!r}")
         if not card.is_file():
