@@ -327,7 +327,7 @@ def _cmd_predict(args):
     from .pretrained import load_estimator
 
     _set_threads(args)
-    est = load_estimator(args.model)
+    est = load_estimator(args.model, device=args.device or "cpu")
     data = _read_input(args.input, None, args.structure_column, args.id_column,
                        n_jobs=args.n_jobs)
     graphs = _featurize(data.X, est.radius, est.max_num_nbr, args.n_jobs, not args.quiet)
@@ -545,7 +545,7 @@ def _decay_epoch(value):
 
 def _add_runtime(p):
     p.add_argument("--device", metavar="DEVICE",
-                   help="torch device of training, e.g. cuda or cuda:1 (default: cpu)")
+                   help="torch device, e.g. cuda or cuda:1 (default: cpu)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch threads of this process (default: torch's, usually one per core)")
 
@@ -695,8 +695,7 @@ def build_parser():
     _add_input(p, target=False)
     p.add_argument("-o", "--output", metavar="PREDICTIONS.csv",
                    help="CSV file to write (default: standard output)")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="torch threads of this process (default: torch's)")
+    _add_runtime(p)
 
     p = _subcommand(
         sub, "pretrained", "list the bundled pretrained models",

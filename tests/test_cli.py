@@ -197,6 +197,9 @@ def test_training_options_reach_the_estimator():
     args = build_parser().parse_args(["train", "data/", "-o", "m.pt", "--epochs", "20",
                                       "--lr-decay-epoch", "none"])
     assert _estimator(args, finetune=False).lr_decay_epoch is None
+    args = build_parser().parse_args(["predict", "m.pt", "data/", "--device", "cpu",
+                                      "--threads", "2"])
+    assert (args.device, args.threads) == ("cpu", 2)
 
 
 def test_loss_table_is_plain_and_labelled(folder, tmp_path, capsys):

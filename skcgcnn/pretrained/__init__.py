@@ -159,7 +159,7 @@ def load_pretrained(name_or_path):
     return module.eval(), card
 
 
-def load_estimator(name_or_path):
+def load_estimator(name_or_path, device="cpu"):
     """A fitted :class:`~skcgcnn.CGCNNRegressor` rebuilt from a saved model and its card.
 
     The network's architecture, featurizer settings and target normalisation
@@ -174,6 +174,8 @@ def load_estimator(name_or_path):
     name_or_path : str or path-like
         A name from :func:`list_pretrained` or the path of a ``.pt`` file
         with its ``.json`` card beside it.
+    device : str, default="cpu"
+        Torch device of the estimator, e.g. ``"cuda"``.
 
     Returns
     -------
@@ -204,7 +206,7 @@ def load_estimator(name_or_path):
     arch = {k: card["architecture"][k] for k in ARCHITECTURE_KEYS}
     estimator = CGCNNRegressor(
         **arch, max_num_nbr=card["featurizer"]["max_num_nbr"],
-        target_normalization=card.get("target_normalization", "standard"))
+        target_normalization=card.get("target_normalization", "standard"), device=device)
     estimator.initialize()
     estimator.module_.load_state_dict(module.state_dict())
     estimator.module_.eval()
