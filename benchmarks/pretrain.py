@@ -114,8 +114,9 @@ def main(argv=None):
         argv if argv is not None else sys.argv[1:])
     card = {"target": columns[0] if len(columns) == 1 else list(columns),
             "units": UNITS[columns[0]] if len(columns) == 1 else [UNITS[c] for c in columns],
-            "data": f"{MP_CRYSTALS.name} "
-                    f"({'E_g > 0.1 eV non-metals' if nm_only else 'all crystals'})",
+            # what the data is, not a file name the package's users do not have
+            "data": "Materials Project, the 36,737-crystal GGA/GGA+U snapshot of the original "
+                    f"CGCNN work ({'E_g > 0.1 eV non-metals' if nm_only else 'all crystals'})",
             "split_seed": args.seed, "n_test": int(len(te)), "training_command": command}
     path = Path(args.out) / args.name
     pretrain(graphs[tr], y_all[tr], path, X_valid=graphs[va], y_valid=y_all[va],

@@ -14,8 +14,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
 __all__ = ["pretrain", "PRETRAINING_RECIPE", "AcceleratedCGCNNRegressor"]
 
 #: Default pretraining recipe (see :func:`pretrain`).
@@ -40,7 +38,7 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
              schedule=PRETRAINING_RECIPE["schedule"], warmup=PRETRAINING_RECIPE["warmup"],
              epochs=PRETRAINING_RECIPE["epochs"], batch_size=PRETRAINING_RECIPE["batch_size"],
              lr_decay_epoch=None, checkpoint_dir=None,
-             random_state=0, card=None, estimator=None, **params):
+             random_state=0, card=None, estimator=None, overwrite=False, **params):
     """Pretrain a CGCNN on a large data set and save it as a library model.
 
     Every epoch is checkpointed atomically (parameters, optimizer state and
@@ -91,6 +89,9 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
     card : dict, optional
         More model-card fields (data, target, units, the command that
         rebuilds the model, ...).
+    overwrite : bool, default=False
+        Start a new run even though a model exists at ``path`` without a
+        checkpoint to resume (default: refuse, so that no model is lost).
     estimator : type, optional
         The estimator class, :class:`~skcgcnn.CGCNNRegressor` by default;
         :class:`AcceleratedCGCNNRegressor` (with ``accelerator=...`` in
@@ -119,9 +120,11 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
     >>> net.card_["epochs_trained"], net.card_["hyperparameters"]["optimizer"]
     (4, 'AdamW')
     """
+    import numpy as np
     import torch
 
     from .callbacks import AtomicCheckpoint, CosineLR, SavePretrained
+    from .pretrained import model_paths
     from .estimators import CGCNNRegressor
 
     if optimizer not in _OPTIMIZERS:
@@ -130,12 +133,15 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
         raise ValueError(f"schedule must be 'cosine' or 'step', got {schedule!r}")
     if schedule == "step" and lr_decay_epoch is None:
         raise ValueError("schedule='step' needs lr_decay_epoch")
-    path = Path(os.fspath(path))
-    path = path.with_name(path.name[:-3]) if path.name.endswith(".pt") else path
+    weights, _ = model_paths(path)
+    path = weights.with_suffix("")  # the stem that save_pretrained completes
     ckpt = Path(os.fspath(checkpoint_dir)) if checkpoint_dir else path.with_name(
         path.name + ".checkpoint")
     history = ckpt / "history.json"
     done = len(json.loads(history.read_text())) if history.is_file() else 0
+    if not done and weights.exists() and not overwrite:
+        raise FileExistsError(f"{str(weights)!r} exists and {str(ckpt)!r} holds no run to "
+                              "resume; pass overwrite=True (--force) to start a new one")
 
     if X_valid is not None:
         X = np.concatenate([_graph_array(X), _graph_array(X_valid)])
@@ -182,14 +188,14 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
     # the best epoch, as SavePretrained wrote it; its card learns the whole run's length
     if epochs - done > 0:
         net.fit(X, y)
-        best = load_estimator(path.with_name(path.name + ".pt"))
+        best = load_estimator(weights)
         net.module_.load_state_dict(best.module_.state_dict())
     else:  # the run is complete: nothing to train
-        net = best = load_estimator(path.with_name(path.name + ".pt"))
+        net = best = load_estimator(weights)
     card = best.card_
     run = json.loads(history.read_text()) if history.is_file() else []
     card.update(epochs_trained=len(run), training_time_s=round(sum(e["dur"] for e in run)))
-    save_json(card, path.with_name(path.name + ".json"))
+    save_json(card, weights.with_suffix(".json"))
     net.card_ = card
     return net
 
