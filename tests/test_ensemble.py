@@ -184,3 +184,20 @@ def test_transfer_ensemble(tiny):
     mean, std = model.predict(graphs, return_std=True)
     assert np.all(np.isfinite(mean)) and np.all(std > 0)
     assert all(m.transferred_ for m in model.estimators_)
+
+
+def test_mapie_split_conformal_on_a_fitted_ensemble():
+    """The user guide's recipe for a separate calibration set."""
+    from mapie.conformity_scores import StdConformityScore
+    from mapie.regression import SplitConformalRegressor
+
+    X, y = noisy_line(300)
+    Xc, yc = noisy_line(500, seed=5)
+    Xt, yt = noisy_line(3000, seed=6)
+    model = EnsembleRegressor(Line(spread=0.3), random_state=0).fit(X, y)
+    mapie = SplitConformalRegressor(model, confidence_level=0.9, prefit=True,
+                                    conformity_score=StdConformityScore())
+    mapie.conformalize(Xc, yc)
+    _, bounds = mapie.predict_interval(Xt)
+    covered = np.mean((yt >= bounds[:, 0, 0]) & (yt <= bounds[:, 1, 0]))
+    assert abs(covered - 0.9) < 0.05, covered
