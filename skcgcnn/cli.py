@@ -188,8 +188,16 @@ def _fit_and_save(args, finetune):
     est = _estimator(args, finetune)
     radius, max_num_nbr = est._featurizer_settings()  # finetune: from the model card
     graphs = _featurize(data.X, radius, max_num_nbr, args.n_jobs, not args.quiet)
-    est.fit(graphs, data.y)
-    pred, y = est.predict(graphs), data.y
+    model = est
+    if args.ensemble is not None:
+        from .ensemble import EnsembleRegressor
+
+        model = EnsembleRegressor(est, n_estimators=args.ensemble, n_jobs=args.n_jobs,
+                                  random_state=args.random_state)
+    model.fit(graphs, data.y)
+    if model is not est:
+        est = model.estimators_[0]  # the history and split in the card are the first member's
+    pred, y = model.predict(graphs), data.y
     if args.log10:  # the card's figures are in the target's own units, as predict writes
         pred, y = 10.0 ** pred, 10.0 ** y
     history = est.history_
@@ -215,7 +223,12 @@ def _fit_and_save(args, finetune):
     if finetune:
         card["pretrained"] = str(args.pretrained)
         card["pretrained_target"] = est.card_.get("target")
-    save_pretrained(est, args.output, **card)
+    if model is est:
+        save_pretrained(est, args.output, **card)
+    else:
+        from .ensemble import save_ensemble
+
+        save_ensemble(model, args.output, **card)
     out = os.fspath(args.output)
     stem = os.path.splitext(out)[0]
     _note(f"wrote {stem}.pt and its model card {stem}.json ({len(y)} crystals, "
@@ -238,16 +251,34 @@ def _cmd_finetune(args):
 def _cmd_predict(args):
     import pandas as pd
 
+    from .ensemble import is_saved_ensemble, load_ensemble
     from .pretrained import load_estimator
 
-    est = load_estimator(args.model)
+    ensemble = is_saved_ensemble(args.model)
+    est = load_ensemble(args.model) if ensemble else load_estimator(args.model)
+    member = est.estimators_[0] if ensemble else est
     data = _read_input(args.input, None, args.structure_column, args.id_column,
                        n_jobs=args.n_jobs)
-    graphs = _featurize(data.X, est.radius, est.max_num_nbr, args.n_jobs, not args.quiet)
-    pred = est.predict(graphs)
-    if est.card_.get("target_transform") == "log10":
-        pred = 10.0 ** pred
-    frame = pd.DataFrame({"id": data.ids, "prediction": pred})
+    graphs = _featurize(data.X, member.radius, member.max_num_nbr, args.n_jobs, not args.quiet)
+    log10 = est.card_.get("target_transform") == "log10"
+    columns = {"id": data.ids}
+    if ensemble:  # mean, calibrated std and conformal interval bounds
+        pred, std = est.predict(graphs, return_std=True)
+        level = args.confidence_level or est.confidence_level
+        bounds = est.predict_interval(graphs, level) if est.calibrate else None
+        columns["prediction"] = 10.0 ** pred if log10 else pred
+        columns["std_log10" if log10 else "std"] = std
+        if bounds is not None:
+            pct = f"{100 * level:g}"
+            columns[f"lower_{pct}"] = 10.0 ** bounds[:, 0] if log10 else bounds[:, 0]
+            columns[f"upper_{pct}"] = 10.0 ** bounds[:, 1] if log10 else bounds[:, 1]
+        pred = columns["prediction"]
+    else:
+        pred = est.predict(graphs)
+        if log10:
+            pred = 10.0 ** pred
+        columns["prediction"] = pred
+    frame = pd.DataFrame(columns)
     text = frame.to_csv(index=False)
     if args.output is None:
         sys.stdout.write(text)
@@ -450,6 +481,10 @@ def _add_training(p, defaults, finetune):
     p.add_argument("--random-state", type=int, default=0,
                    help="seed of initialisation, shuffling and the validation split "
                         "(default: %(default)s)")
+    p.add_argument("--ensemble", type=int, metavar="N",
+                   help="fit N seeds (an EnsembleRegressor, in parallel with --n-jobs) and "
+                        "save them in one model whose predictions carry a calibrated std "
+                        "and interval bounds (default: one model)")
     if finetune:
         p.add_argument("--pretrained", default=defaults["pretrained"], metavar="NAME_OR_PATH",
                        help="bundled model name (see 'skcgcnn pretrained') or a .pt file with "
@@ -542,14 +577,17 @@ def build_parser():
         "and save it with its model card.",
         ["--pretrained mp-formation-energy my_crystals/ -o model.pt",
          "--pretrained mp-band-gap-nm gw.csv --target gw_gap --units eV -o gw.pt",
-         "--pretrained other.pt data/ -o model.pt --freeze 2 --lr 0.002"], _cmd_finetune)
+         "--pretrained other.pt data/ -o model.pt --freeze 2 --lr 0.002",
+         "--ensemble 5 --n-jobs 2 my_crystals/ -o ensemble.pt"], _cmd_finetune)
     _add_input(p)
     _add_training(p, transfer, finetune=True)
 
     p = _subcommand(
         sub, "predict", "predict with a saved model",
         "Predict every crystal in INPUT with a model saved by train or finetune (or a "
-        "bundled one) and write a CSV with columns id and prediction, in the target's units.",
+        "bundled one) and write a CSV with columns id and prediction, in the target's units. "
+        "A model saved with --ensemble adds its calibrated std (std_log10 for a --log10 "
+        "model) and the conformal interval bounds, e.g. lower_90 and upper_90.",
         ["model.pt new_crystals/ -o predictions.csv",
          "mp-formation-energy candidates.json.gz > predictions.csv"], _cmd_predict)
     p.add_argument("model", metavar="MODEL",
@@ -557,6 +595,9 @@ def build_parser():
     _add_input(p, target=False)
     p.add_argument("-o", "--output", metavar="PREDICTIONS.csv",
                    help="CSV file to write (default: standard output)")
+    p.add_argument("--confidence-level", type=float, metavar="P",
+                   help="an ensemble's interval level, e.g. 0.8 (default: the one it was "
+                        "calibrated at, 0.9)")
 
     p = _subcommand(
         sub, "pretrained", "list the bundled pretrained models",

@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, RegressorMixin, clon
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["EnsembleRegressor"]
+__all__ = ["EnsembleRegressor", "save_ensemble", "load_ensemble", "is_saved_ensemble"]
 
 
 @contextlib.contextmanager
@@ -62,6 +62,12 @@ def _fit_member(member, X, y, n_threads):
 def _predict_member(member, X, n_threads):
     with _threads(n_threads):
         return np.asarray(member.predict(X), dtype=np.float64)
+
+
+def _eps():
+    from mapie.conformity_scores import StdConformityScore
+
+    return float(StdConformityScore().eps)
 
 
 def _mean_std(preds):
@@ -279,7 +285,6 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         score = StdConformityScore()
         self.conformity_scores_ = np.asarray(score.get_conformity_scores(
             y[ok], self.oob_prediction_[ok], y_std=self.oob_std_[ok]), dtype=np.float64)
-        self._eps = float(score.eps)
         q = _conformal_quantile(self.conformity_scores_, self.confidence_level)
         self.std_scale_ = q / norm.ppf(0.5 + self.confidence_level / 2)
         if int(ok.sum()) < 0.3 * n:
@@ -353,6 +358,175 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
             raise ValueError(f"confidence_level must be a float strictly between 0 and 1, "
                              f"got {level!r}")
         mean, sigma = _mean_std(self.predict_members(X))
-        sigma = np.maximum(sigma, self._eps)
+        sigma = np.maximum(sigma, _eps())  # as StdConformityScore floors it
         half = _conformal_quantile(self.conformity_scores_, level) * sigma
         return np.column_stack([mean - half, mean + half])
+
+
+# ------------------------------------------------------------------ model files
+def save_ensemble(ensemble, path, **card):
+    """Save a fitted ensemble of CGCNNs as one state dict and one model card.
+
+    Writes ``<path>.pt``, the members' state dicts under the prefixes
+    ``member_0.``, ``member_1.``, ..., and ``<path>.json``, the card of
+    :func:`skcgcnn.pretrained.save_pretrained` (architecture, featurizer,
+    element-feature fingerprint) with an ``ensemble`` block: the members'
+    seeds, the calibration (``std_scale``, ``confidence_level`` and the
+    held-out ``conformity_scores``). Both files are written atomically, and
+    :func:`load_ensemble` reads them with ``weights_only=True``.
+
+    Parameters
+    ----------
+    ensemble : EnsembleRegressor
+        Fitted, with :class:`~skcgcnn.CGCNNRegressor` (or
+        :class:`~skcgcnn.TransferCGCNNRegressor`) members.
+    path : str or path-like
+        Target path, with or without the ``.pt`` suffix.
+    **card
+        More model-card fields (data, target, units, ...).
+
+    Returns
+    -------
+    card : dict
+        The model card written.
+    """
+    from pathlib import Path
+    import os
+
+    from . import __version__
+    from .estimators import CGCNNRegressor
+    from .features import element_feature_fingerprint
+    from .io import save_json, save_state_dict
+    from .pretrained import ARCHITECTURE_KEYS
+
+    check_is_fitted(ensemble, "estimators_")
+    members = ensemble.estimators_
+    if not all(isinstance(m, CGCNNRegressor) for m in members):
+        raise TypeError("save_ensemble saves ensembles of CGCNNRegressor or "
+                        "TransferCGCNNRegressor members; pickle other ensembles")
+    path = Path(os.fspath(path)).with_suffix(".pt")
+    first = members[0]
+    radius, max_num_nbr = first._featurizer_settings()
+    arch = {k: first.module_.hparams[k] for k in ARCHITECTURE_KEYS}
+    if any({k: m.module_.hparams[k] for k in ARCHITECTURE_KEYS} != arch for m in members):
+        raise ValueError("the members have different architectures")
+    state = {f"member_{i}.{k}": v.detach().cpu()
+             for i, m in enumerate(members) for k, v in m.module_.state_dict().items()}
+    full = {
+        "name": path.stem,
+        "architecture": arch,
+        "featurizer": {"radius": radius, "max_num_nbr": max_num_nbr,
+                       "element_features": element_feature_fingerprint()},
+        "target_normalization": first.target_normalization,
+        "skcgcnn_version": __version__,
+        "ensemble": {
+            "n_estimators": len(members),
+            "member_class": type(first).__name__,
+            "seeds": [int(s) for s in ensemble.seeds_],
+            "calibrate": bool(ensemble.calibrate),
+            "confidence_level": float(ensemble.confidence_level),
+            "std_scale": float(ensemble.std_scale_),
+            "conformity_scores": [float(v) for v in ensemble.conformity_scores_],
+        },
+        **card,
+    }
+    save_state_dict(state, path)
+    save_json(full, path.with_suffix(".json"))
+    return full
+
+
+def _card(name_or_path):
+    import json
+
+    from .pretrained import _resolve
+
+    weights, card_path = _resolve(name_or_path)
+    try:
+        with open(card_path) as f:
+            return weights, json.load(f)
+    except ValueError as exc:
+        raise ValueError(f"model card {str(card_path)!r} is not valid JSON: {exc}") from exc
+
+
+def is_saved_ensemble(name_or_path):
+    """Whether a saved model (``.pt`` with its ``.json`` card) is an ensemble.
+
+    Examples
+    --------
+    >>> from skcgcnn.ensemble import is_saved_ensemble
+    >>> from skcgcnn.pretrained import list_pretrained
+    >>> any(is_saved_ensemble(name) for name in list_pretrained())
+    False
+    """
+    card = _card(name_or_path)[1]
+    return isinstance(card, dict) and "ensemble" in card
+
+
+def load_ensemble(name_or_path):
+    """A fitted :class:`EnsembleRegressor` rebuilt from :func:`save_ensemble`'s files.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        The ``.pt`` file (its ``.json`` card beside it).
+
+    Returns
+    -------
+    ensemble : EnsembleRegressor
+        Predicts, with its calibrated std and intervals, as before saving;
+        ``card_`` holds the model card.
+
+    Raises
+    ------
+    ValueError
+        A card without an ensemble block, element features other than this
+        installation's, or a file that is unsafe, corrupt or of another
+        architecture.
+    """
+    from .estimators import CGCNNRegressor
+    from .features import element_feature_fingerprint
+    from .io import load_state_dict
+    from .pretrained import ARCHITECTURE_KEYS
+
+    weights, card = _card(name_or_path)
+    block = card.get("ensemble") if isinstance(card, dict) else None
+    if not isinstance(block, dict):
+        raise ValueError(f"{str(weights)!r} is not an ensemble (its card has no 'ensemble' "
+                         "block); load it with skcgcnn.pretrained.load_estimator")
+    if card.get("featurizer", {}).get("element_features") != element_feature_fingerprint():
+        raise ValueError(f"ensemble {str(weights)!r} was trained with other element features "
+                         "than this installation computes")
+    try:
+        arch = {k: card["architecture"][k] for k in ARCHITECTURE_KEYS}
+        n = int(block["n_estimators"])
+        params = dict(**arch, max_num_nbr=card["featurizer"]["max_num_nbr"],
+                      target_normalization=card.get("target_normalization", "standard"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"model card of {str(weights)!r} is not a valid ensemble card: "
+                         f"{exc}") from exc
+    state = load_state_dict(weights)
+    members = []
+    for i in range(n):
+        prefix = f"member_{i}."
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        member = CGCNNRegressor(**params)
+        member.initialize()
+        try:
+            member.module_.load_state_dict(sub)
+        except RuntimeError as exc:
+            raise ValueError(f"{str(weights)!r} does not hold {n} CGCNNs of the card's "
+                             f"architecture {arch}: {' '.join(str(exc).split())[:300]}") from exc
+        member.module_.eval()
+        member.card_ = card
+        members.append(member)
+    if len(state) != sum(len(m.module_.state_dict()) for m in members):
+        raise ValueError(f"{str(weights)!r} holds more tensors than its {n} members")
+    model = EnsembleRegressor(CGCNNRegressor(**params), n_estimators=n,
+                              confidence_level=block.get("confidence_level", 0.9),
+                              calibrate=block.get("calibrate", True))
+    model.estimators_ = members
+    model.seeds_ = np.asarray(block.get("seeds", range(n)), dtype=np.int64)
+    model.std_scale_ = float(block.get("std_scale", 1.0))
+    model.conformity_scores_ = np.asarray(block.get("conformity_scores", []), dtype=np.float64)
+    model.card_ = card
+    return model

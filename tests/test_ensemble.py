@@ -201,3 +201,30 @@ def test_mapie_split_conformal_on_a_fitted_ensemble():
     _, bounds = mapie.predict_interval(Xt)
     covered = np.mean((yt >= bounds[:, 0, 0]) & (yt <= bounds[:, 1, 0]))
     assert abs(covered - 0.9) < 0.05, covered
+
+
+def test_save_and_load_ensemble(tiny, tmp_path):
+    from skcgcnn.ensemble import is_saved_ensemble, load_ensemble, save_ensemble
+    from skcgcnn.pretrained import load_estimator, save_pretrained
+
+    _, graphs, y = tiny
+    model = EnsembleRegressor(CGCNNRegressor(**FAST, validation_fraction=0.5),
+                              n_estimators=3, random_state=0).fit(graphs, y)
+    card = save_ensemble(model, tmp_path / "ens", units="A^3")
+    assert (tmp_path / "ens.pt").is_file() and card["ensemble"]["n_estimators"] == 3
+    assert is_saved_ensemble(tmp_path / "ens.pt")
+    again = load_ensemble(tmp_path / "ens.pt")
+    for a, b in zip(model.predict(graphs, return_std=True), again.predict(graphs, return_std=True)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(model.predict_interval(graphs), again.predict_interval(graphs),
+                               rtol=1e-6)
+    assert again.card_["units"] == "A^3"
+    save_pretrained(model.estimators_[0], tmp_path / "single.pt")
+    assert not is_saved_ensemble(tmp_path / "single.pt")
+    with pytest.raises(ValueError, match="not an ensemble"):
+        load_ensemble(tmp_path / "single.pt")
+    with pytest.raises(ValueError, match="does not hold a CGCNN"):
+        load_estimator(tmp_path / "ens.pt")
+    X, yl = noisy_line(50)
+    with pytest.raises(TypeError, match="pickle other ensembles"):
+        save_ensemble(EnsembleRegressor(Line()).fit(X, yl), tmp_path / "line.pt")
