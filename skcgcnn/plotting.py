@@ -134,7 +134,8 @@ def plot_calibration(y_true, y_pred, y_std, ax=None, levels=None, label=None):
     -------
     ax : matplotlib Axes
         The curve is ``ax.lines[0]`` (x: nominal, y: observed coverage), the
-        diagonal ``ax.lines[1]``.
+        diagonal ``ax.lines[1]`` (drawn once: call again on the same axes to
+        add another model's curve).
 
     Examples
     --------
@@ -164,7 +165,8 @@ def plot_calibration(y_true, y_pred, y_std, ax=None, levels=None, label=None):
     observed = (err[None, :] <= z[:, None] * y_std[None, :]).mean(axis=1)
     ax = _axes(ax)
     ax.plot(levels, observed, marker="o", markersize=4, label=label or "observed")
-    ax.plot([0, 1], [0, 1], color="0.4", linestyle="--", linewidth=1, label="ideal")
+    if not any(line.get_label() == "ideal" for line in ax.lines):  # once per axes
+        ax.plot([0, 1], [0, 1], color="0.4", linestyle="--", linewidth=1, label="ideal")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal", adjustable="box")

@@ -80,6 +80,7 @@ def test_calibration_plot(ax):
     nominal, observed = ax.lines[0].get_data()
     np.testing.assert_allclose(nominal, np.arange(0.05, 0.951, 0.05))
     assert np.abs(observed - nominal).max() < 0.03  # unit normal errors, unit std
+    assert len(ax.lines) == 3  # one diagonal
     nominal, observed = ax.lines[2].get_data()  # std too small by half: overconfident
     np.testing.assert_allclose(observed, [0.26, 0.59], atol=0.03)
     with pytest.raises(ValueError, match="different lengths"):
