@@ -100,8 +100,9 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
     Calibration (split-conformal with normalised scores, Lei et al. 2018): a
     training crystal that some members held out gets an out-of-sample
     prediction, the mean of those members, and a score
-    ``|y - y_oob| / sigma``, with ``sigma`` the standard deviation of all
-    members' predictions there (MAPIE's ``StdConformityScore``). The
+    ``|y - y_oob| / sigma`` (MAPIE's ``StdConformityScore``), with ``sigma``
+    the members' spread there, pooled within the members that held it out
+    and within those that trained on it. The
     finite-sample conformal quantile ``q`` of these scores at
     ``confidence_level`` scales the spread: ``predict(X, return_std=True)``
     returns ``std = sigma * q / z``, ``z`` the normal quantile (1.645 for
@@ -122,7 +123,9 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         validation split (``validation_fraction`` of a skcgcnn network) or a
         fitted ``validation_indices_`` attribute.
     n_estimators : int, default=5
-        Members, at least 2.
+        Members, at least 2 (at least 3 to calibrate: the spread on a
+        crystal is pooled within the members that held it out and within
+        those that did not).
     confidence_level : float, default=0.9
         Level at which ``mean ± z * std`` is calibrated to cover new
         crystals, and the default level of :meth:`predict_interval`.
@@ -146,9 +149,12 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         Mean prediction of the members that held each training crystal out
         (NaN where every member trained on it).
     oob_std_ : ndarray of shape (n_crystals,)
-        Members' raw standard deviation on each training crystal.
+        Members' spread on each training crystal: the pooled standard
+        deviation within the members that held it out and within those that
+        trained on it (NaN with fewer than 3 members in all).
     conformity_scores_ : ndarray
-        ``|y - oob_prediction_| / oob_std_`` of the held-out crystals.
+        ``|y - oob_prediction_| / oob_std_`` of the held-out crystals
+        (MAPIE's ``StdConformityScore``).
     std_scale_ : float
         Factor from the raw standard deviation to the calibrated one (1.0
         without calibration).
@@ -262,16 +268,23 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
     def _calibrate(self, y, preds, held):
         from mapie.conformity_scores import StdConformityScore
 
-        n = len(y)
-        self.oob_std_ = _mean_std(preds)[1]
-        mask = np.zeros_like(preds, dtype=bool)
-        for i, idx in enumerate(held):
+        n, k = len(y), len(preds)
+        mask = np.zeros_like(preds, dtype=bool)  # mask[m, i]: member m held crystal i out
+        for m, idx in enumerate(held):
             if idx is not None:
-                mask[i, idx] = True
-        counts = mask.sum(axis=0)
-        with np.errstate(invalid="ignore"):
-            self.oob_prediction_ = np.where(counts > 0, (preds * mask).sum(axis=0) / np.maximum(
-                counts, 1), np.nan)
+                mask[m, idx] = True
+        n_out = mask.sum(axis=0)
+        n_in = k - n_out
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.oob_prediction_ = np.where(n_out > 0, (preds * mask).sum(axis=0) / n_out, np.nan)
+            in_mean = np.where(n_in > 0, (preds * ~mask).sum(axis=0) / n_in, np.nan)
+            # Spread within the members that held a crystal out and within those that
+            # trained on it, pooled: the gap between the two groups (members that
+            # trained on a crystal are pulled towards its target) is no spread a new
+            # crystal would show.
+            dev = np.where(mask, preds - self.oob_prediction_, preds - in_mean)
+            dof = k - (n_out > 0) - (n_in > 0)
+            self.oob_std_ = np.where(dof > 0, np.sqrt((dev ** 2).sum(axis=0) / dof), np.nan)
         self.std_scale_ = 1.0
         self.conformity_scores_ = np.empty(0)
         if not self.calibrate:
@@ -281,15 +294,15 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
                 "calibrate=True needs held-out predictions, but no member held out any "
                 "crystal: give the estimator a validation split (validation_fraction > 0) or "
                 "pass calibrate=False for the raw spread of the members")
-        ok = counts > 0
+        ok = (n_out > 0) & (dof > 0)
         score = StdConformityScore()
         self.conformity_scores_ = np.asarray(score.get_conformity_scores(
             y[ok], self.oob_prediction_[ok], y_std=self.oob_std_[ok]), dtype=np.float64)
         q = _conformal_quantile(self.conformity_scores_, self.confidence_level)
         self.std_scale_ = q / norm.ppf(0.5 + self.confidence_level / 2)
         if int(ok.sum()) < 0.3 * n:
-            warnings.warn(f"only {int(ok.sum())} of {n} crystals were held out by some member; "
-                          "the calibration is rough (more members or a larger "
+            warnings.warn(f"only {int(ok.sum())} of {n} crystals calibrate the std; the "
+                          "calibration is rough (more members or a larger "
                           "validation_fraction help)", UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------ prediction

@@ -66,7 +66,17 @@ def test_std_zero_for_identical_members_and_grows_with_disagreement():
     np.testing.assert_allclose(model.predict(X, return_std=True)[1], raw * model.std_scale_)
 
 
-@pytest.mark.parametrize("spread", [0.05, 0.5])
+def test_held_out_spread_is_pooled_within_groups():
+    """Members that trained on a crystal agree on its target; that gap is not spread."""
+    model = EnsembleRegressor(Line(), n_estimators=4, calibrate=False)
+    preds = np.array([[1.0, 0.0], [3.0, 0.0], [10.0, 1.0], [10.0, -1.0]])
+    model._calibrate(np.array([2.0, 0.0]), preds, [np.array([0]), np.array([0]), None, None])
+    np.testing.assert_allclose(model.oob_prediction_, [2.0, np.nan])
+    np.testing.assert_allclose(model.oob_std_[0], 1.0)  # sqrt((1 + 1 + 0 + 0) / (4 - 2))
+    assert np.isnan(model.oob_std_[1]) or model.oob_std_[1] > 0
+
+
+@pytest.mark.parametrize("spread", [0.05, 0.2])
 def test_intervals_reach_nominal_coverage_on_known_noise(spread):
     X, y = noisy_line(600, noise=0.5, seed=1)
     Xt, yt = noisy_line(4000, noise=0.5, seed=2)
@@ -162,12 +172,13 @@ def test_cgcnn_ensemble_featurizes_once_and_round_trips(tiny, monkeypatch):
 
 def test_cgcnn_ensemble_in_pipeline_and_grid_search(dcdft):
     atoms, graphs, y = dcdft
-    model = EnsembleRegressor(CGCNNRegressor(**FAST), n_estimators=2, random_state=0)
+    model = EnsembleRegressor(CGCNNRegressor(**FAST), n_estimators=2, calibrate=False,
+                              random_state=0)
     search = GridSearchCV(model, {"estimator__lr": [0.01, 0.02]}, cv=2,
                           scoring="neg_mean_absolute_error").fit(graphs, y)
     assert set(search.cv_results_["mean_test_score"]) and search.best_estimator_.estimators_
     pipe = make_pipeline(CrystalGraphTransformer(), EnsembleRegressor(
-        CGCNNRegressor(**FAST), n_estimators=2, random_state=0, n_jobs=2))
+        CGCNNRegressor(**FAST), n_estimators=3, random_state=0, n_jobs=2))
     scores = cross_val_score(pipe, atoms, y, cv=2,
                              scoring="neg_mean_absolute_error")
     assert np.all(np.isfinite(scores))
@@ -180,7 +191,8 @@ def test_transfer_ensemble(tiny):
 
     _, graphs, y = tiny
     model = EnsembleRegressor(TransferCGCNNRegressor(**FAST, validation_fraction=0.5),
-                              n_estimators=2, random_state=0).fit(graphs, y)
+                              n_estimators=3, confidence_level=0.8,
+                              random_state=0).fit(graphs, y)
     mean, std = model.predict(graphs, return_std=True)
     assert np.all(np.isfinite(mean)) and np.all(std > 0)
     assert all(m.transferred_ for m in model.estimators_)
