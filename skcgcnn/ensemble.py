@@ -123,9 +123,8 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         validation split (``validation_fraction`` of a skcgcnn network) or a
         fitted ``validation_indices_`` attribute.
     n_estimators : int, default=5
-        Members, at least 2 (at least 3 to calibrate: the spread on a
-        crystal is pooled within the members that held it out and within
-        those that did not).
+        Members, at least 2 (3 or more to calibrate: with 2, only the
+        crystals both held out have a pooled spread).
     confidence_level : float, default=0.9
         Level at which ``mean ± z * std`` is calibrated to cover new
         crystals, and the default level of :meth:`predict_interval`.
@@ -151,7 +150,7 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
     oob_std_ : ndarray of shape (n_crystals,)
         Members' spread on each training crystal: the pooled standard
         deviation within the members that held it out and within those that
-        trained on it (NaN with fewer than 3 members in all).
+        trained on it (NaN where that leaves no degree of freedom).
     conformity_scores_ : ndarray
         ``|y - oob_prediction_| / oob_std_`` of the held-out crystals
         (MAPIE's ``StdConformityScore``).
