@@ -294,7 +294,8 @@ def report_uncertainty(target):
     lines = [f"Calibrated ensembles (`EnsembleRegressor`, {N_MEMBERS} seeds; 90 % intervals "
              "from the members' held-out crystals):", "",
              "| method | trials | test MAE, mean (std) | members' MAE | 90 % coverage | "
-             "Spearman(\|error\|, std) | mean std |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "Spearman(\\|error\\|, std) | mean std |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, sub in frame.groupby("model", sort=False):
         lines.append(f"| {name} | {len(sub)} | {_fmt(sub.test_mae.mean(), sub.test_mae.std())} | "
                      f"{sub.member_mae.mean():.3f} | {sub.coverage_90.mean():.1%} "

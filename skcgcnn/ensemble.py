@@ -82,9 +82,10 @@ def _conformal_quantile(scores, confidence_level):
     n = len(scores)
     k = int(np.ceil((n + 1) * confidence_level))
     if k > n:
+        need = int(np.ceil(confidence_level / (1 - confidence_level)))
         raise ValueError(f"{n} held-out crystals are too few for a {confidence_level:.0%} "
-                         f"interval: at least {int(np.ceil(confidence_level / (1 - confidence_level)))}"
-                         f" are needed (more members or a larger validation_fraction)")
+                         f"interval: at least {need} are needed (more members or a larger "
+                         "validation_fraction)")
     return float(np.sort(scores)[k - 1])
 
 
@@ -108,7 +109,7 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
     returns ``std = sigma * q / z``, ``z`` the normal quantile (1.645 for
     90 %), so that ``mean ± z * std`` is the conformal interval at
     ``confidence_level``. :meth:`predict_interval` gives interval bounds at
-    any level. See the user guide (Reliability, uncertainty) for what this
+    any level. The user guide's "Ensembles and uncertainty" says what this
     guarantees and what it does not.
 
     Structures are featurized once, and the members are fitted in parallel

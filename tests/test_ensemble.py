@@ -226,7 +226,8 @@ def test_save_and_load_ensemble(tiny, tmp_path):
     assert (tmp_path / "ens.pt").is_file() and card["ensemble"]["n_estimators"] == 3
     assert is_saved_ensemble(tmp_path / "ens.pt")
     again = load_ensemble(tmp_path / "ens.pt")
-    for a, b in zip(model.predict(graphs, return_std=True), again.predict(graphs, return_std=True)):
+    for a, b in zip(model.predict(graphs, return_std=True),
+                    again.predict(graphs, return_std=True)):
         np.testing.assert_allclose(a, b, rtol=1e-6)
     np.testing.assert_allclose(model.predict_interval(graphs), again.predict_interval(graphs),
                                rtol=1e-6)
