@@ -17,8 +17,10 @@ others for testing; the target is log10 of the Voigt-Reuss-Hill bulk modulus (GP
 
 It prints the test MAE, the coverage of the 90 % intervals (mean ± 1.645 std) and the
 Spearman correlation between |error| and std, and saves a parity plot with error bars.
-About 3 minutes on 2 cores (``--n-jobs 2``); ``docs/results/elasticity_ensemble.txt``
-holds a recorded run.
+It takes 137 s of CPU time in all (one thread), so about 1.5-2 minutes on 2 idle cores
+with the default ``--n-jobs 2``; ``docs/results/elasticity_ensemble.txt`` holds a
+recorded run (TL-CGCNN ensemble 0.083 log10 GPa, 90 % intervals covering 96 % of the test
+crystals; CGCNN ensemble 0.093, 89 %; RF 0.112; SVR 0.107).
 
     python examples/elasticity_ensemble.py [--n-jobs 2] [--plot elasticity_ensemble.png]
 """
