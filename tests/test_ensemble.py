@@ -241,3 +241,12 @@ def test_save_and_load_ensemble(tiny, tmp_path):
     X, yl = noisy_line(50)
     with pytest.raises(TypeError, match="pickle other ensembles"):
         save_ensemble(EnsembleRegressor(Line()).fit(X, yl), tmp_path / "line.pt")
+
+
+def test_sklearn_parameter_checks():
+    from sklearn.utils.estimator_checks import (check_get_params_invariance,
+                                                check_parameters_default_constructible)
+
+    check_parameters_default_constructible("EnsembleRegressor", EnsembleRegressor())
+    check_get_params_invariance("EnsembleRegressor", EnsembleRegressor(Line()))
+    assert isinstance(EnsembleRegressor()._member_template(), CGCNNRegressor)
