@@ -402,6 +402,25 @@ def save_ensemble(ensemble, path, **card):
     -------
     card : dict
         The model card written.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> import numpy as np
+    >>> from ase.build import bulk
+    >>> from skcgcnn import CGCNNRegressor, EnsembleRegressor
+    >>> from skcgcnn.ensemble import load_ensemble, save_ensemble
+    >>> a = np.linspace(3.3, 3.9, 40)
+    >>> X, y = [bulk("Cu", a=v) for v in a], a ** 3 / 4
+    >>> model = EnsembleRegressor(CGCNNRegressor(max_epochs=2, batch_size=16),
+    ...                           n_estimators=3, random_state=0).fit(X, y)
+    >>> folder = tempfile.mkdtemp()
+    >>> card = save_ensemble(model, os.path.join(folder, "cu.pt"), units="angstrom^3")
+    >>> sorted(os.listdir(folder)), card["ensemble"]["n_estimators"]
+    (['cu.json', 'cu.pt'], 3)
+    >>> again = load_ensemble(os.path.join(folder, "cu.pt"))
+    >>> bool(np.allclose(again.predict(X), model.predict(X)))
+    True
     """
     from pathlib import Path
     import os
@@ -495,6 +514,10 @@ def load_ensemble(name_or_path):
         A card without an ensemble block, element features other than this
         installation's, or a file that is unsafe, corrupt or of another
         architecture.
+
+    See Also
+    --------
+    save_ensemble : writes the files; its example loads them back.
     """
     from .estimators import CGCNNRegressor
     from .features import element_feature_fingerprint
