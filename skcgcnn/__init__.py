@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 #: ``skcgcnn.graph``, start without importing torch and skorch (seconds each).
 _EXPORTS = {
     "CGCNNRegressor": "estimators",
+    "EnsembleRegressor": "ensemble",
     "TransferCGCNNRegressor": "estimators",
     "CrystalGraph": "graph",
     "CrystalGraphTransformer": "graph",

@@ -280,8 +280,16 @@ def _fit_and_save(args, finetune):
     graphs = _featurize(data.X, radius, max_num_nbr, args.n_jobs, not args.quiet)
     if not args.quiet:
         _note(_loss_note(est, data.y, _units(args)))
-    est.fit(graphs, data.y)
-    pred, y = est.predict(graphs), data.y
+    model = est
+    if args.ensemble is not None:
+        from .ensemble import EnsembleRegressor
+
+        model = EnsembleRegressor(est, n_estimators=args.ensemble, n_jobs=args.n_jobs,
+                                  random_state=args.random_state)
+    model.fit(graphs, data.y)
+    if model is not est:
+        est = model.estimators_[0]  # the history and split in the card are the first member's
+    pred, y = model.predict(graphs), data.y
     if args.log10:  # the card's figures are in the target's own units, as predict writes
         pred, y = 10.0 ** pred, 10.0 ** y
     train_set, valid_set = est.get_split_datasets(graphs, data.y)
@@ -297,13 +305,20 @@ def _fit_and_save(args, finetune):
         **{f"{k}_mae": float(np.mean(np.abs(pred[i] - y[i]))) for k, i in parts.items()},
         "training_command": " ".join(["skcgcnn", *args.argv]),
     }
-    card = save_pretrained(est, args.output, overwrite=args.force, **card)
+    if model is est:
+        card = save_pretrained(est, args.output, overwrite=args.force, **card)
+    else:
+        from .ensemble import save_ensemble
+
+        card = save_ensemble(model, args.output, overwrite=args.force, **card)
     weights, card_path = model_paths(args.output)
     units = f" {args.units}" if args.units else ""
     summary = f"training MAE {card['train_mae']:.4g}{units} on {len(parts['train'])} crystals"
     if "valid" in parts:
         summary += (f", validation MAE {card['valid_mae']:.4g}{units} on the "
                     f"{len(parts['valid'])} held out (best epoch {card.get('best_epoch')})")
+    if model is not est:
+        summary += f"; an ensemble of {args.ensemble}, figures of the first member's split"
     _note(f"wrote {weights} and its model card {card_path} ({summary})")
     return 0
 
@@ -349,17 +364,36 @@ def _cmd_predict(args):
     import numpy as np
     import pandas as pd
 
+    from .ensemble import is_saved_ensemble, load_ensemble
     from .pretrained import load_estimator
 
     _set_threads(args)
-    est = load_estimator(args.model, device=args.device or "cpu")
+    ensemble = is_saved_ensemble(args.model)
+    est = load_ensemble(args.model) if ensemble else load_estimator(
+        args.model, device=args.device or "cpu")
+    member = est.estimators_[0] if ensemble else est
     data = _read_input(args.input, None, args.structure_column, args.id_column,
                        n_jobs=args.n_jobs)
-    graphs = _featurize(data.X, est.radius, est.max_num_nbr, args.n_jobs, not args.quiet)
-    pred = est.predict(graphs)
-    if est.card_.get("target_transform") == "log10":
-        pred = 10.0 ** pred
-    frame = pd.DataFrame({"id": data.ids, "prediction": pred})
+    graphs = _featurize(data.X, member.radius, member.max_num_nbr, args.n_jobs, not args.quiet)
+    log10 = est.card_.get("target_transform") == "log10"
+    columns = {"id": data.ids}
+    if ensemble:  # mean, calibrated std and conformal interval bounds
+        pred, std = est.predict(graphs, return_std=True)
+        level = args.confidence_level or est.confidence_level
+        bounds = est.predict_interval(graphs, level) if est.calibrate else None
+        columns["prediction"] = 10.0 ** pred if log10 else pred
+        columns["std_log10" if log10 else "std"] = std
+        if bounds is not None:
+            pct = f"{100 * level:g}"
+            columns[f"lower_{pct}"] = 10.0 ** bounds[:, 0] if log10 else bounds[:, 0]
+            columns[f"upper_{pct}"] = 10.0 ** bounds[:, 1] if log10 else bounds[:, 1]
+        pred = columns["prediction"]
+    else:
+        pred = est.predict(graphs)
+        if log10:
+            pred = 10.0 ** pred
+        columns["prediction"] = pred
+    frame = pd.DataFrame(columns)
     text = frame.to_csv(index=False)
     if args.output is None:
         sys.stdout.write(text)
@@ -608,6 +642,10 @@ def _add_training(p, estimator, finetune):
     p.add_argument("--random-state", type=int, default=0,
                    help="seed of initialisation, shuffling and the validation split "
                         "(default: %(default)s)")
+    p.add_argument("--ensemble", type=int, metavar="N",
+                   help="fit N seeds (an EnsembleRegressor, in parallel with --n-jobs) and "
+                        "save them in one model whose predictions carry a calibrated std "
+                        "and interval bounds (default: one model)")
     _add_runtime(p)
     if finetune:
         _option(p, "--pretrained", metavar="NAME_OR_PATH", estimator=estimator,
@@ -704,7 +742,8 @@ def build_parser():
         "and save it with its model card. Losses are reported as for train.",
         ["--pretrained mp-formation-energy my_crystals/ -o model.pt",
          "--pretrained mp-band-gap-nm gw.csv --target gw_gap --units eV -o gw.pt",
-         "--pretrained other.pt data/ -o model.pt --freeze 2 --lr 0.002"], _cmd_finetune)
+         "--pretrained other.pt data/ -o model.pt --freeze 2 --lr 0.002",
+         "--ensemble 5 --n-jobs 2 my_crystals/ -o ensemble.pt"], _cmd_finetune)
     _add_input(p)
     _add_training(p, "TransferCGCNNRegressor", finetune=True)
 
@@ -752,7 +791,9 @@ def build_parser():
     p = _subcommand(
         sub, "predict", "predict with a saved model",
         "Predict every crystal in INPUT with a model saved by train or finetune (or a "
-        "bundled one) and write a CSV with columns id and prediction, in the target's units.",
+        "bundled one) and write a CSV with columns id and prediction, in the target's units. "
+        "A model saved with --ensemble adds its calibrated std (std_log10 for a --log10 "
+        "model) and the conformal interval bounds, e.g. lower_90 and upper_90.",
         ["model.pt new_crystals/ -o predictions.csv",
          "model.pt folder_of_cifs/ > predictions.csv",
          "mp-formation-energy candidates.json.gz > predictions.csv"], _cmd_predict)
@@ -762,6 +803,9 @@ def build_parser():
     p.add_argument("-o", "--output", metavar="PREDICTIONS.csv",
                    help="CSV file to write (default: standard output)")
     _add_runtime(p)
+    p.add_argument("--confidence-level", type=float, metavar="P",
+                   help="an ensemble's interval level, e.g. 0.8 (default: the one it was "
+                        "calibrated at, 0.9)")
 
     p = _subcommand(
         sub, "pretrained", "list the bundled pretrained models",

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_parity", "plot_learning_curve", "plot_comparison", "plot_history"]
+__all__ = ["plot_parity", "plot_calibration", "plot_learning_curve", "plot_comparison",
+           "plot_history"]
 
 
 def _axes(ax):
@@ -41,7 +42,7 @@ def _summary(results, metric):
     return summary
 
 
-def plot_parity(y_true, y_pred, ax=None, units=None, label=None):
+def plot_parity(y_true, y_pred, ax=None, units=None, label=None, y_err=None):
     """Predicted against true values, with the y = x line and the MAE.
 
     Parameters
@@ -54,11 +55,16 @@ def plot_parity(y_true, y_pred, ax=None, units=None, label=None):
         Units of the target (e.g. ``"eV"``), shown in the axis labels and the MAE.
     label : str, optional
         Name of the model, put before the MAE in the legend.
+    y_err : array-like of shape (n_samples,) or (2, n_samples), optional
+        Error bars of the predictions, e.g. ``1.645 * std`` of
+        :meth:`skcgcnn.EnsembleRegressor.predict` for 90 % intervals, or
+        the distances to the lower and upper bounds (matplotlib's ``yerr``).
 
     Returns
     -------
     ax : matplotlib Axes
-        The points are ``ax.collections[0]``; the legend reads
+        The points are ``ax.collections[0]`` (with ``y_err``, the error bars
+        are ``ax.containers[0]``); the legend reads
         ``"MAE = 0.123 eV"`` (3 significant digits).
 
     Examples
@@ -79,7 +85,16 @@ def plot_parity(y_true, y_pred, ax=None, units=None, label=None):
     ax = _axes(ax)
     mae = float(np.mean(np.abs(y_true - y_pred)))
     text = _with_units(f"MAE = {mae:.3g}", None) + (f" {units}" if units else "")
+    if y_err is not None:
+        y_err = np.asarray(y_err, dtype=float)
+        if y_err.ndim not in (1, 2) or y_err.shape[-1] != len(y_true) or \
+                (y_err.ndim == 2 and y_err.shape[0] != 2):
+            raise ValueError(f"y_err must have shape ({len(y_true)},) or (2, {len(y_true)}), "
+                             f"got {y_err.shape}")
     ax.scatter(y_true, y_pred, s=12, alpha=0.7, label=f"{label}: {text}" if label else text)
+    if y_err is not None:
+        ax.errorbar(y_true, y_pred, yerr=y_err, fmt="none", ecolor="0.6", elinewidth=0.8,
+                    alpha=0.6, zorder=1)
     lo = float(np.nanmin(np.r_[y_true, y_pred]))
     hi = float(np.nanmax(np.r_[y_true, y_pred]))
     pad = 0.05 * (hi - lo or 1.0)
@@ -90,6 +105,73 @@ def plot_parity(y_true, y_pred, ax=None, units=None, label=None):
     ax.set_aspect("equal", adjustable="box")
     ax.set_xlabel(_with_units("True value", units))
     ax.set_ylabel(_with_units("Predicted value", units))
+    ax.legend(loc="upper left")
+    return ax
+
+
+def plot_calibration(y_true, y_pred, y_std, ax=None, levels=None, label=None):
+    """Observed against nominal coverage of the intervals ``y_pred ± z * y_std``.
+
+    For each nominal level *p*, ``z`` is the normal quantile of (1 + *p*) / 2
+    (1.645 for 90 %) and the observed coverage is the fraction of crystals
+    with ``|y_true - y_pred| <= z * y_std``. A calibrated model follows the
+    diagonal; below it, the intervals are too narrow (overconfident).
+
+    Parameters
+    ----------
+    y_true, y_pred, y_std : array-like of shape (n_samples,)
+        True values, predictions and standard deviations (e.g. from
+        :meth:`skcgcnn.EnsembleRegressor.predict` with ``return_std=True``)
+        on crystals the model was not fitted on.
+    ax : matplotlib Axes, optional
+        Axes to draw on; a new figure's by default.
+    levels : array-like of float, optional
+        Nominal levels in (0, 1); default 0.05, 0.10, ..., 0.95.
+    label : str, optional
+        Name of the model in the legend.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+        The curve is ``ax.lines[0]`` (x: nominal, y: observed coverage), the
+        diagonal ``ax.lines[1]`` (drawn once: call again on the same axes to
+        add another model's curve).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matplotlib.figure import Figure
+    >>> from skcgcnn.plotting import plot_calibration
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.normal(size=2000)  # errors of unit standard deviation
+    >>> ax = plot_calibration(y, np.zeros(2000), np.ones(2000), ax=Figure().subplots())
+    >>> nominal, observed = ax.lines[0].get_data()
+    >>> bool(np.abs(observed - nominal).max() < 0.03)
+    True
+    """
+    from scipy.stats import norm
+
+    y_true, y_pred, y_std = (np.asarray(a, dtype=float).ravel() for a in (y_true, y_pred, y_std))
+    if not len(y_true) == len(y_pred) == len(y_std):
+        raise ValueError(f"y_true, y_pred and y_std have different lengths: {len(y_true)}, "
+                         f"{len(y_pred)} and {len(y_std)}")
+    if len(y_true) == 0:
+        raise ValueError("y_true is empty")
+    levels = np.arange(0.05, 0.951, 0.05) if levels is None else np.asarray(levels, float)
+    if np.any((levels <= 0) | (levels >= 1)):
+        raise ValueError("levels must lie strictly between 0 and 1")
+    z = norm.ppf(0.5 + levels / 2)
+    err = np.abs(y_true - y_pred)
+    observed = (err[None, :] <= z[:, None] * y_std[None, :]).mean(axis=1)
+    ax = _axes(ax)
+    ax.plot(levels, observed, marker="o", markersize=4, label=label or "observed")
+    if not any(line.get_label() == "ideal" for line in ax.lines):  # once per axes
+        ax.plot([0, 1], [0, 1], color="0.4", linestyle="--", linewidth=1, label="ideal")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlabel("Nominal coverage of mean ± z·std")
+    ax.set_ylabel("Observed coverage")
     ax.legend(loc="upper left")
     return ax
 

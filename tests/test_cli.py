@@ -316,3 +316,44 @@ def test_console_script():
     done = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "finetune" in done.stdout and "compare" in done.stdout
+
+
+def test_finetune_ensemble_then_predict_with_std_and_bounds(folder, tmp_path):
+    _, pre = folder
+    root = tmp_path / "data"
+    root.mkdir()
+    lines = []
+    for i, (structure, volume) in enumerate(_crystals() + _crystals()[::-1]):
+        structure.perturb(0.01 * (i % 5), 0.0)  # 32 distinct crystals
+        structure.to(filename=str(root / f"x{i}.cif"))
+        lines.append(f"x{i},{float(volume) + 0.1 * (i % 3)!r}")
+    (root / "id_prop.csv").write_text("\n".join(lines) + "\n")
+    model = tmp_path / "ens.pt"
+    assert main(["finetune", "--pretrained", str(pre), str(root), "-o", str(model),
+                 "--ensemble", "5", *FAST]) == 0
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["ensemble"]["n_estimators"] == 5 and card["ensemble"]["std_scale"] > 0
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(model), str(root), "-o", str(out), "-q"]) == 0
+    table = pd.read_csv(out)
+    assert table.columns.tolist() == ["id", "prediction", "std", "lower_90", "upper_90"]
+    assert (table["std"] > 0).all()
+    assert (table.lower_90 < table.prediction).all() and (table.prediction < table.upper_90).all()
+    from skcgcnn.ensemble import load_ensemble
+
+    ens = load_ensemble(model)
+    paths = [str(root / f"x{i}.cif") for i in range(32)]
+    mean, std = ens.predict(paths, return_std=True)
+    np.testing.assert_allclose(table.prediction, mean, rtol=1e-9)
+    np.testing.assert_allclose(table["std"], std, rtol=1e-9)
+    main(["predict", str(model), str(root), "-o", str(out), "-q", "--confidence-level", "0.5"])
+    narrow = pd.read_csv(out)
+    assert (narrow.upper_50 - narrow.lower_50 < table.upper_90 - table.lower_90).all()
+
+
+def test_bad_ensemble_size_is_one_line(folder, tmp_path, capsys):
+    root, _ = folder
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(root), "-o", str(tmp_path / "m.pt"), "--ensemble", "1", *FAST])
+    assert exc.value.code == 2
+    assert "n_estimators must be an int of at least 2" in capsys.readouterr().err

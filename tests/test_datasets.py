@@ -183,3 +183,18 @@ def test_load_materials_project_offline(monkeypatch):
     monkeypatch.setitem(sys.modules, "mp_api.client", None)
     with pytest.raises(ImportError, match="pip install mp-api"):
         load_materials_project(api_key="x")
+
+
+@pytest.mark.skipif(not ELASTICITY.is_file(), reason="../shared/data is not beside this checkout")
+def test_bundled_elasticity_equals_the_shared_file():
+    from skcgcnn.datasets import load_matbench_json, load_mp_elasticity
+
+    bundled, shared = load_mp_elasticity(), load_matbench_json(ELASTICITY)
+    assert bundled.material_id.tolist() == shared.material_id.tolist()
+    np.testing.assert_array_equal(bundled.K_VRH, shared.K_VRH)
+    np.testing.assert_array_equal(bundled.G_VRH, shared.G_VRH)
+    for i in range(0, len(bundled), 97):
+        a, b = bundled.structure[i], shared.structure[i]
+        assert a.species == b.species
+        np.testing.assert_array_equal(a.lattice.matrix, b.lattice.matrix)
+        np.testing.assert_array_equal(a.frac_coords, b.frac_coords)

@@ -10,6 +10,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 
 from skcgcnn import CGCNNRegressor, CrystalGraphTransformer  # noqa: E402
 from skcgcnn.plotting import (  # noqa: E402
+    plot_calibration,
     plot_comparison,
     plot_history,
     plot_learning_curve,
@@ -58,6 +59,34 @@ def test_parity_errors_and_new_figure():
     import matplotlib.pyplot as plt
 
     plt.close(ax.figure)
+
+
+def test_parity_error_bars(ax):
+    y = np.array([1.0, 2.0, 3.0])
+    out = plot_parity(y, y + 0.1, ax=ax, y_err=[0.1, 0.2, 0.3])
+    np.testing.assert_allclose(out.collections[0].get_offsets(), np.c_[y, y + 0.1])
+    (bars,) = out.containers
+    segments = bars.lines[2][0].get_segments()
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segments], [0.2, 0.4, 0.6])
+    with pytest.raises(ValueError, match="y_err must have shape"):
+        plot_parity(y, y, ax=Figure().subplots(), y_err=[0.1, 0.2])
+
+
+def test_calibration_plot(ax):
+    rng = np.random.default_rng(1)
+    err = rng.normal(size=4000)
+    plot_calibration(err, np.zeros(4000), np.ones(4000), ax=ax, label="calibrated")
+    plot_calibration(err, np.zeros(4000), np.full(4000, 0.5), ax=ax, levels=[0.5, 0.9])
+    nominal, observed = ax.lines[0].get_data()
+    np.testing.assert_allclose(nominal, np.arange(0.05, 0.951, 0.05))
+    assert np.abs(observed - nominal).max() < 0.03  # unit normal errors, unit std
+    assert len(ax.lines) == 3  # one diagonal
+    nominal, observed = ax.lines[2].get_data()  # std too small by half: overconfident
+    np.testing.assert_allclose(observed, [0.26, 0.59], atol=0.03)
+    with pytest.raises(ValueError, match="different lengths"):
+        plot_calibration([1.0], [1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        plot_calibration([1.0], [1.0], [1.0], ax=ax, levels=[90])
 
 
 def test_learning_curve_plot(ax, curve):

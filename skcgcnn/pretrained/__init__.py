@@ -342,6 +342,32 @@ def _final_estimator(estimator):
     return estimator
 
 
+def _refuse_existing(paths, overwrite):
+    """FileExistsError for the first of ``paths`` that exists, unless ``overwrite``."""
+    if not overwrite:
+        for existing in paths:
+            if existing.exists():
+                raise FileExistsError(f"{str(existing)!r} exists; pass overwrite=True to "
+                                      "replace it")
+
+
+def _network_card(estimator, name):
+    """The card fields that rebuild a fitted estimator's network and its graphs."""
+    from .. import __version__
+    from ..features import element_feature_fingerprint
+
+    module = estimator.module_
+    radius, max_num_nbr = estimator._featurizer_settings()
+    return {
+        "name": name,
+        "architecture": {k: module.hparams[k] for k in (*ARCHITECTURE_KEYS, "n_targets")},
+        "featurizer": {"radius": radius, "max_num_nbr": max_num_nbr,
+                       "element_features": element_feature_fingerprint()},
+        "target_normalization": estimator.target_normalization,
+        "skcgcnn_version": __version__,
+    }
+
+
 def save_pretrained(estimator, path, *, overwrite=False, **card):
     """Save a fitted :class:`~skcgcnn.CGCNNRegressor` as a pretrained model.
 
@@ -418,28 +444,16 @@ def save_pretrained(estimator, path, *, overwrite=False, **card):
     FileExistsError: ... exists; pass overwrite=True to replace it
     >>> loaded = load_estimator(path)
     """
-    from .. import __version__
-    from ..features import element_feature_fingerprint
     from ..io import save_json, save_state_dict
 
     estimator = _final_estimator(estimator)
     weights, card_path = model_paths(path)
-    if not overwrite:
-        for existing in (weights, card_path):
-            if existing.exists():
-                raise FileExistsError(f"{str(existing)!r} exists; pass overwrite=True to "
-                                      "replace it")
+    _refuse_existing((weights, card_path), overwrite)
     module = estimator.module_
-    radius, max_num_nbr = estimator._featurizer_settings()
     full = {
-        "name": weights.stem,
-        "architecture": {k: module.hparams[k] for k in (*ARCHITECTURE_KEYS, "n_targets")},
-        "featurizer": {"radius": radius, "max_num_nbr": max_num_nbr,
-                       "element_features": element_feature_fingerprint()},
-        "target_normalization": estimator.target_normalization,
+        **_network_card(estimator, weights.stem),
         "target_mean": module.target_mean.tolist(),  # a float, or one per target
         "target_scale": module.target_scale.tolist(),
-        "skcgcnn_version": __version__,
         **training_card(estimator),
         **card,
     }
