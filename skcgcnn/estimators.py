@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import numpy as np
 import torch
@@ -169,14 +170,34 @@ class CGCNNRegressor(NeuralNetRegressor):
         return self
 
     def initialize_optimizer(self, triggered_directly=None):
-        """SGD over the trainable parameters, with ``momentum`` and ``weight_decay``."""
-        kwargs = {"momentum": self.momentum, "weight_decay": self.weight_decay,
-                  **self.get_params_for("optimizer")}
-        if self.optimizer is not torch.optim.SGD:
-            kwargs = self.get_params_for("optimizer")
-        kwargs["lr"] = self.lr
-        params = [p for p in self.module_.parameters() if p.requires_grad]
-        self.optimizer_ = self.optimizer(params, **kwargs)
+        """The optimizer over the trainable parameters, built as skorch builds it.
+
+        skorch's ``optimizer__*`` parameters apply, ``optimizer__param_groups``
+        included: a list of ``(pattern, options)`` pairs, e.g.
+        ``[("embedding.*", {"lr": 0.001}), ("convs.*", {"lr": 0.001})]``, gives
+        the parameters whose names match ``pattern`` (fnmatch) their own
+        learning rate. ``momentum`` and ``weight_decay`` go to every optimizer
+        that takes them (an ``optimizer__momentum`` or
+        ``optimizer__weight_decay`` wins); a value other than the default for
+        an optimizer that does not take it raises ``ValueError``.
+        """
+        named = [(n, p) for n, p in self.module_.named_parameters() if p.requires_grad]
+        args, kwargs = self.get_params_for_optimizer("optimizer", named)
+        takes = inspect.signature(self.optimizer).parameters
+        defaults = inspect.signature(CGCNNRegressor.__init__).parameters
+        for name in ("momentum", "weight_decay"):
+            value = getattr(self, name)
+            if name in kwargs:
+                continue
+            if name in takes:
+                kwargs[name] = value
+            elif value != defaults[name].default:
+                raise ValueError(
+                    f"{name}={value} was given, but the optimizer "
+                    f"{getattr(self.optimizer, '__name__', self.optimizer)} takes no {name}; "
+                    f"leave {name} at its default {defaults[name].default} or use an "
+                    "optimizer that takes it")
+        self.optimizer_ = self.optimizer(*args, **kwargs)
         return self
 
     def get_default_callbacks(self):
@@ -295,21 +316,27 @@ class CGCNNRegressor(NeuralNetRegressor):
                              f"got {self.target_normalization!r}")
         graphs = self._graphs(X)
         y = self._check_y(y, len(graphs))
-        seed = self._seed()
-        with self._seeded(seed):
-            fresh = not (self.warm_start and self.initialized_)
-            if fresh:
-                self.initialize()
-                mean, scale = fit_target_stats(y, self.target_normalization)
-                self.module_.target_mean.fill_(mean)
-                self.module_.target_scale.fill_(scale)
-            y_norm = self._normalize(y).astype(np.float32)
-            self.partial_fit(graphs, y_norm, _routing_method="fit", **fit_params)
+        if self.warm_start and self.initialized_:  # skorch's fit keeps the module
+            stats = self.module_.target_mean.item(), self.module_.target_scale.item()
+        else:
+            stats = fit_target_stats(y, self.target_normalization)
+            self._pending_target_stats = stats  # set by initialize()
+        y_norm = normalize(y, *stats, self.target_normalization).astype(np.float32)
+        try:
+            with self._seeded(self._seed()):
+                super().fit(graphs, y_norm, **fit_params)
+        finally:
+            self.__dict__.pop("_pending_target_stats", None)
         return self
 
-    def _normalize(self, y):
-        m = self.module_
-        return normalize(y, m.target_mean.item(), m.target_scale.item(), self.target_normalization)
+    def initialize(self):
+        """Initialise as skorch does, then set the target statistics :meth:`fit` computed."""
+        super().initialize()
+        stats = self.__dict__.pop("_pending_target_stats", None)
+        if stats is not None:
+            self.module_.target_mean.fill_(stats[0])
+            self.module_.target_scale.fill_(stats[1])
+        return self
 
     def predict(self, X):
         """Predict targets in their own units.
@@ -432,17 +459,23 @@ class TransferCGCNNRegressor(CGCNNRegressor):
         return load_pretrained(src)
 
     def _card(self):
-        if not hasattr(self, "card_"):
+        """The card of ``pretrained``, read again after ``set_params(pretrained=...)``."""
+        if not hasattr(self, "card_") or getattr(self, "_card_of", None) is not self.pretrained:
             self.card_ = self._source()[1]
+            self._card_of = self.pretrained
         return self.card_
+
+    def _check_as_pretrained(self, names, theirs):
+        """Raise if a parameter in ``names`` is set to other than the pretrained value."""
+        for name in names:
+            mine = getattr(self, name)
+            if mine is not None and mine != theirs[name]:
+                raise ValueError(f"{name}={mine} differs from the pretrained model's "
+                                 f"{name}={theirs[name]}; leave it None")
 
     def _featurizer_settings(self):
         card = self._card()["featurizer"]
-        for name in ("radius", "max_num_nbr"):
-            mine = getattr(self, name)
-            if mine is not None and mine != card[name]:
-                raise ValueError(f"{name}={mine} differs from the pretrained model's "
-                                 f"{name}={card[name]}; leave it None")
+        self._check_as_pretrained(("radius", "max_num_nbr"), card)
         return card["radius"], card["max_num_nbr"]
 
     def _frozen_modules(self, module):
@@ -463,15 +496,11 @@ class TransferCGCNNRegressor(CGCNNRegressor):
         if self.head not in ("new", "keep"):
             raise ValueError(f"head must be 'new' or 'keep', got {self.head!r}")
         source, card = self._source()
-        self.card_ = card
+        self.card_, self._card_of = card, self.pretrained
         state = source.state_dict()
         arch = {k: source.hparams[k] for k in ("atom_fea_len", "n_conv", "radius")}
         arch["conv_dtype"] = resolve_conv_dtype(self.conv_dtype, self.device)
-        for name in ("atom_fea_len", "n_conv"):
-            mine = getattr(self, name)
-            if mine is not None and mine != arch[name]:
-                raise ValueError(f"{name}={mine} differs from the pretrained model's "
-                                 f"{name}={arch[name]}; leave it None")
+        self._check_as_pretrained(("atom_fea_len", "n_conv"), arch)
         if self.head == "keep":
             arch.update(h_fea_len=source.hparams["h_fea_len"], n_h=source.hparams["n_h"])
         else:
