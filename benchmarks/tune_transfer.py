@@ -54,6 +54,11 @@ VARIANTS = {
     "300 epochs": dict(max_epochs=300, lr_decay_epoch=200),
     "weight_decay=1e-4": dict(weight_decay=1e-4),
     "batch 32": dict(batch_size=32),
+    # differential learning rates: the pretrained layers at a fraction of the head's 0.005
+    "pretrained lr=0.001": dict(optimizer__param_groups=[("embedding.*", {"lr": 0.001}),
+                                                         ("convs.*", {"lr": 0.001})]),
+    "pretrained lr=0.0025": dict(optimizer__param_groups=[("embedding.*", {"lr": 0.0025}),
+                                                          ("convs.*", {"lr": 0.0025})]),
     f"ensemble of {paper.N_MEMBERS}": dict(n_members=paper.N_MEMBERS),
     "CGCNN (scratch)": dict(scratch=True, lr=0.01),
     paper.ensemble_name("CGCNN"): dict(scratch=True, lr=0.01, n_members=paper.N_MEMBERS),

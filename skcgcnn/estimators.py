@@ -14,7 +14,7 @@ from sklearn.utils import check_random_state
 
 from .callbacks import ReleaseMemory
 from .data import GraphDataset, GraphLoader
-from .graph import CrystalGraph, CrystalGraphTransformer, _as_list, as_graph_array
+from .graph import CrystalGraphTransformer, _as_list, _graph_array_or_none
 from .model import CGCNN, resolve_conv_dtype
 from .target import TARGET_NORMALIZATIONS, denormalize, fit_target_stats, normalize
 
@@ -256,16 +256,10 @@ class CGCNNRegressor(NeuralNetRegressor):
     def _graphs(self, X):
         """Graphs from graphs or raw structures, checked against the settings."""
         radius, max_num_nbr = self._featurizer_settings()
-        if isinstance(X, np.ndarray) and X.dtype == object and X.ndim == 1 and \
-                all(isinstance(g, CrystalGraph) for g in X):
-            graphs = X
-        else:
-            items = _as_list(X)
-            if all(isinstance(g, CrystalGraph) for g in items):
-                graphs = as_graph_array(items)
-            else:
-                graphs = CrystalGraphTransformer(
-                    radius=radius, max_num_nbr=max_num_nbr).transform(items)
+        graphs = _graph_array_or_none(X)
+        if graphs is None:
+            graphs = CrystalGraphTransformer(
+                radius=radius, max_num_nbr=max_num_nbr).transform(_as_list(X))
         if len(graphs) == 0:
             raise ValueError("X is empty: expected at least one crystal")
         for i, g in enumerate(graphs):

@@ -154,12 +154,11 @@ def _indexable(X):
     graphs as a 1-D object ndarray, other sequences (structures) as a list."""
     if hasattr(X, "iloc") or hasattr(X, "shape"):  # pandas, ndarray, sparse
         return X
-    from .graph import CrystalGraph, as_graph_array
+    from .graph import _graph_array_or_none
 
     items = list(X)
-    if items and all(isinstance(g, CrystalGraph) for g in items):
-        return as_graph_array(items)
-    return items  # np.asarray would unpack ase.Atoms into arrays of atoms
+    graphs = _graph_array_or_none(items)
+    return items if graphs is None else graphs  # np.asarray would unpack ase.Atoms
 
 
 def _take(X, idx):

@@ -14,6 +14,7 @@ from sklearn.utils.estimator_checks import (
 
 from skcgcnn import CGCNNRegressor, CrystalGraphTransformer
 from skcgcnn.callbacks import AtomicCheckpoint
+from skcgcnn.target import denormalize, normalize
 
 FAST = dict(max_epochs=4, batch_size=8, random_state=0)
 
@@ -61,8 +62,26 @@ def test_raw_structures_equal_graphs(tiny):
 @pytest.mark.parametrize("kind", ["standard", "tanh", None])
 def test_target_normalizations(tiny, kind):
     _, graphs, y = tiny
-    model = CGCNNRegressor(**{**FAST, "target_normalization": kind}).fit(graphs, y)
-    assert np.isfinite(model.predict(graphs)).all()
+    # the paper's tanh map squeezes a standard deviation into 0.005, which these short
+    # fits cannot resolve (the estimator's docstring has the measurement): it gets the
+    # round trip only, the others must also learn the target
+    learn = kind != "tanh"
+    model = CGCNNRegressor(max_epochs=60 if learn else 3, batch_size=12, lr=0.01,
+                           lr_decay_epoch=40, validation_fraction=None, random_state=0,
+                           optimizer=torch.optim.Adam, conv_dtype="float32",
+                           target_normalization=kind).fit(graphs, y)
+    m = model.module_
+    stats = m.target_mean.item(), m.target_scale.item()
+    assert stats == ((0.0, 1.0) if kind is None else
+                     (pytest.approx(y.mean()), pytest.approx(y.std())))
+    # targets are normalised on the way in and mapped back on the way out
+    np.testing.assert_allclose(denormalize(normalize(y, *stats, kind), *stats, kind), y,
+                               rtol=1e-9)
+    out = super(CGCNNRegressor, model).predict(graphs).ravel()
+    np.testing.assert_allclose(model.predict(graphs), denormalize(out, *stats, kind), rtol=1e-6)
+    if learn:  # better than the mean predictor, in the target's own units
+        mae = np.abs(model.predict(graphs) - y).mean()
+        assert mae < 0.4 * np.abs(y - y.mean()).mean(), (kind, mae)
 
 
 def test_bad_targets_and_settings(tiny):
