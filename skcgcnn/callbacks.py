@@ -10,11 +10,12 @@ import math
 import os
 import sys
 
+import numpy as np
 from skorch.callbacks import Callback
 
 from .io import atomic_write_bytes, load_state_dict, save_state_dict
 
-__all__ = ["AtomicCheckpoint", "CosineLR", "ReleaseMemory"]
+__all__ = ["AtomicCheckpoint", "ColumnMAE", "CosineLR", "ReleaseMemory", "SavePretrained"]
 
 
 class AtomicCheckpoint(Callback):
@@ -61,6 +62,47 @@ class AtomicCheckpoint(Callback):
         save_state_dict(net.module_.state_dict(), self._path("params.pt"))
         save_state_dict(net.optimizer_.state_dict(), self._path("optimizer.pt"))
         atomic_write_bytes(self._path("history.json"), json.dumps(net.history.to_list()).encode())
+
+
+class SavePretrained(Callback):
+    """Write the model and its card whenever the validation loss improves.
+
+    With :class:`AtomicCheckpoint` beside it, a long run that stops at any
+    point leaves both its last epoch (to resume) and its best one (to use,
+    e.g. as ``TransferCGCNNRegressor(pretrained=path)``). The card records
+    the epoch as ``best_epoch`` and the normalised validation MAE.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Model path, as for :func:`skcgcnn.pretrained.save_pretrained`.
+    card : dict, optional
+        More model-card fields.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from skcgcnn import CGCNNRegressor
+    >>> from skcgcnn.callbacks import SavePretrained
+    >>> path = os.path.join(tempfile.mkdtemp(), "best")
+    >>> net = CGCNNRegressor(callbacks=[SavePretrained(path, {"units": "eV"})])
+    """
+
+    def __init__(self, path, card=None):
+        self.path = path
+        self.card = card
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        if not row.get("valid_loss_best", True):  # without validation: every epoch
+            return
+        from .pretrained import save_pretrained
+
+        card = {**(self.card or {}), "best_epoch": len(net.history)}
+        if "valid_loss" in row:
+            card["valid_mae_normalized"] = row["valid_loss"]
+        save_pretrained(net, self.path, overwrite=True, **card)
+
 
 
 class CosineLR(Callback):
@@ -118,6 +160,48 @@ class CosineLR(Callback):
         for group in net.optimizer_.param_groups:
             # torch's convention: "initial_lr" is saved with the optimizer's state
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * f
+
+
+class ColumnMAE(Callback):
+    """Validation MAE of each target column, in the targets' own units.
+
+    Added by the estimators when ``y`` has several columns: the loss
+    (``valid_loss``) averages all labelled entries on the normalised scale,
+    so it cannot tell which property is learnt. Each epoch's history gets
+    ``valid_mae_0``, ``valid_mae_1``, ... over the labelled validation
+    crystals of each column (missing labels, NaN, are left out).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ase.build import bulk
+    >>> from skcgcnn import CGCNNRegressor
+    >>> X = [bulk("Cu", a=a) for a in np.linspace(3.4, 3.8, 10)]
+    >>> y = np.c_[np.linspace(3.4, 3.8, 10), np.linspace(1, 2, 10)]
+    >>> net = CGCNNRegressor(max_epochs=2, batch_size=4, random_state=0).fit(X, y)
+    >>> [k for k in net.history[-1] if k.startswith("valid_mae_")]
+    ['valid_mae_0', 'valid_mae_1']
+    """
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.sum_, self.count_ = 0.0, 0.0
+
+    def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
+        if training or y_pred is None:
+            return
+        _, y_true = batch
+        pred = net._denormalize(y_pred.detach().cpu().double().numpy())
+        true = net._denormalize(y_true.cpu().double().numpy())
+        known = ~np.isnan(true)
+        err = np.where(known, np.abs(pred - true), 0.0)
+        self.sum_ = self.sum_ + err.sum(axis=0)
+        self.count_ = self.count_ + known.sum(axis=0)
+
+    def on_epoch_end(self, net, **kwargs):
+        if np.ndim(self.count_) == 0:  # no validation batch this epoch
+            return
+        for j, (s, c) in enumerate(zip(self.sum_, self.count_)):
+            net.history.record(f"valid_mae_{j}", float(s / c) if c else float("nan"))
 
 
 @functools.lru_cache(maxsize=None)

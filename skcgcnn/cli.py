@@ -2,8 +2,10 @@
 
 Every subcommand reads its crystals from one INPUT, in any of these forms:
 
-- a folder in the original CGCNN layout: ``id_prop.csv`` (rows ``id,target``,
-  no header) and one ``<id>.cif`` per row;
+- a folder in the original CGCNN layout: ``id_prop.csv`` (rows ``id,target``;
+  a header line is skipped) and one ``<id>.cif`` per row; for ``predict`` and
+  ``featurize``, also a folder of ``.cif`` files without ``id_prop.csv`` (ids:
+  the file names);
 - a CSV table with a column of CIF paths (relative to the CSV's folder) or
   CIF text (``--structure-column``, default ``structure``) and a target
   column (``--target``);
@@ -14,23 +16,23 @@ Every subcommand reads its crystals from one INPUT, in any of these forms:
 Bad input (a missing folder, file or column, an unknown pretrained model,
 targets that ``--log10`` cannot take) ends the command with exit status 2 and
 a one-line message naming it.
+
+Only the commands that need them import torch, skorch, scikit-learn and
+pymatgen, so ``skcgcnn --help`` and ``skcgcnn pretrained`` answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import math
+import numbers
 import os
+import re
 import sys
 import textwrap
 import warnings
 from dataclasses import dataclass
-
-import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
-
-from .estimators import CGCNNRegressor, TransferCGCNNRegressor
-from .graph import CrystalGraphTransformer, _graph_array_or_none
 
 __all__ = ["main", "build_parser"]
 
@@ -54,7 +56,7 @@ class _Data:
 
     ids: list
     X: object
-    y: np.ndarray | None
+    y: object  # ndarray or None
     target: str
     source: str
 
@@ -74,13 +76,23 @@ def _ids_from_frame(frame, id_column):
 def _read_input(path, target=None, structure_column="structure", id_column=None,
                 need_target=False, log10=False, n_jobs=None):
     """Read any INPUT form into :class:`_Data`; errors name the bad input."""
+    import numpy as np
+
     from .datasets import load_cgcnn_folder, load_table
 
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"input does not exist: {path!r}")
     y = None
-    if os.path.isdir(path):
+    if os.path.isdir(path) and not need_target and \
+            not os.path.isfile(os.path.join(path, "id_prop.csv")):
+        X = sorted(os.path.join(path, f) for f in os.listdir(path)
+                   if f.lower().endswith(".cif") and os.path.isfile(os.path.join(path, f)))
+        if not X:
+            raise FileNotFoundError(f"no id_prop.csv and no .cif files in {path!r}")
+        ids = [os.path.splitext(os.path.basename(f))[0] for f in X]
+        target = target or "target"
+    elif os.path.isdir(path):
         ids, X, y = load_cgcnn_folder(path)
         if not ids:
             raise ValueError(f"{os.path.join(path, 'id_prop.csv')!r} lists no crystals")
@@ -125,6 +137,8 @@ def _read_input(path, target=None, structure_column="structure", id_column=None,
 
 def _featurize(X, radius, max_num_nbr, n_jobs=None, progress=True):
     """Graphs of X (already-built graphs are passed through), with a progress bar."""
+    from .graph import CrystalGraphTransformer, _graph_array_or_none
+
     graphs = _graph_array_or_none(X)
     if graphs is not None:
         return graphs
@@ -167,55 +181,147 @@ def _parse_freeze(value):
     return int(value) if value.isdigit() else value
 
 
+#: Training options and the estimator parameters they set when given (else the
+#: estimator's own default applies).
+_ESTIMATOR_OPTIONS = {"lr": "lr", "epochs": "max_epochs", "batch_size": "batch_size",
+                      "lr_decay_epoch": "lr_decay_epoch", "patience": "n_iter_no_change",
+                      "validation_fraction": "validation_fraction", "device": "device"}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _print_plain(text, *args, **kwargs):
+    """skorch's PrintLog sink when standard output is not a terminal: no colour codes."""
+    print(_ANSI.sub("", str(text)), *args, **kwargs)
+
+
+def _estimator_params(cls, args, verbose=False):
+    """Estimator parameters from the options given; the decay epoch follows --epochs."""
+    params = {param: getattr(args, opt) for opt, param in _ESTIMATOR_OPTIONS.items()
+              if getattr(args, opt, None) is not None}
+    if params.get("lr_decay_epoch") == "none":
+        params["lr_decay_epoch"] = None
+    elif "max_epochs" in params and "lr_decay_epoch" not in params:
+        defaults = cls().get_params()
+        decay, epochs = defaults.get("lr_decay_epoch"), defaults.get("max_epochs")
+        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+               for v in (decay, epochs)):  # same fraction of the epochs as the defaults
+            params["lr_decay_epoch"] = max(1, round(params["max_epochs"] * decay / epochs))
+    if verbose:
+        params["verbose"] = 1
+        if not sys.stdout.isatty():  # PrintLog prints to any sink but print(), verbose or not
+            params["callbacks__print_log__sink"] = _print_plain
+    return params
+
+
+def _set_threads(args):
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def _estimator(args, finetune):
-    common = dict(lr=args.lr, max_epochs=args.epochs, batch_size=args.batch_size,
-                  random_state=args.random_state, verbose=0 if args.quiet else 1)
+    from .estimators import CGCNNRegressor, TransferCGCNNRegressor
+
+    cls = TransferCGCNNRegressor if finetune else CGCNNRegressor
+    common = dict(random_state=args.random_state,
+                  **_estimator_params(cls, args, verbose=not args.quiet))
     if finetune:
-        return TransferCGCNNRegressor(pretrained=args.pretrained, freeze=_parse_freeze(args.freeze),
-                                      head=args.head, **common)
-    return CGCNNRegressor(radius=args.radius, max_num_nbr=args.max_num_nbr, **common)
+        if args.pretrained is not None:
+            common["pretrained"] = args.pretrained
+        if args.head is not None:
+            common["head"] = args.head
+        return cls(freeze=_parse_freeze(args.freeze), **common)
+    return cls(radius=args.radius, max_num_nbr=args.max_num_nbr, **common)
+
+
+def _check_output(path, force):
+    """Refuse, before any training, to replace a saved model unless --force."""
+    from .pretrained import model_paths
+
+    for existing in model_paths(path):
+        if existing.exists() and not force:
+            raise FileExistsError(f"{str(existing)!r} exists; pass --force to replace it, or "
+                                  "choose another -o")
+
+
+def _loss_note(est, y, units):
+    """What the per-epoch losses of skorch's table measure."""
+    from .target import fit_target_stats
+
+    norm = est.target_normalization
+    if norm == "standard":
+        scale = fit_target_stats(y, norm)[1]
+        return ("train_loss, valid_loss: MAE of the standardised target (1 = one standard "
+                f"deviation = {scale:.4g} {units}".rstrip() + "); dur: seconds per epoch")
+    what = "tanh-normalised target (eq. 6)" if norm == "tanh" else f"target {units}".rstrip()
+    return f"train_loss, valid_loss: MAE of the {what}; dur: seconds per epoch"
 
 
 def _fit_and_save(args, finetune):
-    from .pretrained import save_pretrained
+    import numpy as np
 
+    from .pretrained import model_paths, save_pretrained
+
+    _check_output(args.output, args.force)
+    _set_threads(args)
     data = _read_input(args.input, args.target, args.structure_column, args.id_column,
                        need_target=True, log10=args.log10, n_jobs=args.n_jobs)
     est = _estimator(args, finetune)
     radius, max_num_nbr = est._featurizer_settings()  # finetune: from the model card
     graphs = _featurize(data.X, radius, max_num_nbr, args.n_jobs, not args.quiet)
+    if not args.quiet:
+        _note(_loss_note(est, data.y, _units(args)))
     est.fit(graphs, data.y)
     pred, y = est.predict(graphs), data.y
     if args.log10:  # the card's figures are in the target's own units, as predict writes
         pred, y = 10.0 ** pred, 10.0 ** y
-    history = est.history_
     train_set, valid_set = est.get_split_datasets(graphs, data.y)
+    parts = {"train": getattr(train_set, "indices", np.arange(len(y)))}
+    if valid_set is not None:
+        parts["valid"] = valid_set.indices
     card = {
         "data": os.path.abspath(data.source),
         "target": data.target,
         "units": args.units,
         "target_transform": "log10" if args.log10 else None,
-        "n_train": len(train_set),
-        "n_validation": 0 if valid_set is None else len(valid_set),
-        "train_mae": float(np.mean(np.abs(pred - y))),
-        "epochs_trained": len(history),
-        "hyperparameters": {k: v for k, v in est.get_params().items() if k in (
-            "lr", "max_epochs", "batch_size", "momentum", "weight_decay", "lr_decay_epoch",
-            "lr_decay", "validation_fraction", "random_state", "freeze", "head")},
+        # in the target's own units, over the training (validation) crystals only
+        **{f"{k}_mae": float(np.mean(np.abs(pred[i] - y[i]))) for k, i in parts.items()},
         "training_command": " ".join(["skcgcnn", *args.argv]),
     }
-    if "valid_loss" in history[0]:
-        losses = [row["valid_loss"] for row in history]
-        card["best_epoch"] = int(np.argmin(losses)) + 1
-        card["valid_mae_normalized"] = float(np.min(losses))
-    if finetune:
-        card["pretrained"] = str(args.pretrained)
-        card["pretrained_target"] = est.card_.get("target")
-    save_pretrained(est, args.output, **card)
-    out = os.fspath(args.output)
-    stem = os.path.splitext(out)[0]
-    _note(f"wrote {stem}.pt and its model card {stem}.json ({len(y)} crystals, "
-          f"training MAE {card['train_mae']:.4g} {args.units}".rstrip() + ")")
+    card = save_pretrained(est, args.output, overwrite=args.force, **card)
+    weights, card_path = model_paths(args.output)
+    units = f" {args.units}" if args.units else ""
+    summary = f"training MAE {card['train_mae']:.4g}{units} on {len(parts['train'])} crystals"
+    if "valid" in parts:
+        summary += (f", validation MAE {card['valid_mae']:.4g}{units} on the "
+                    f"{len(parts['valid'])} held out (best epoch {card.get('best_epoch')})")
+    _note(f"wrote {weights} and its model card {card_path} ({summary})")
+    return 0
+
+
+def _cmd_pretrain(args):
+    from .pretrained import model_paths
+    from .pretraining import pretrain
+
+    data = _read_input(args.input, args.target, args.structure_column, args.id_column,
+                       need_target=True, log10=args.log10, n_jobs=args.n_jobs)
+    graphs = _featurize(data.X, args.radius, args.max_num_nbr, args.n_jobs, not args.quiet)
+    _set_threads(args)
+    card = {"data": os.path.abspath(data.source), "target": data.target, "units": args.units,
+            "target_transform": "log10" if args.log10 else None,
+            "training_command": " ".join(["skcgcnn", *args.argv])}
+    net = pretrain(graphs, data.y, args.output, validation_fraction=args.validation_fraction,
+                   optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                   schedule="cosine", warmup=args.warmup, epochs=args.epochs,
+                   batch_size=args.batch_size, checkpoint_dir=args.checkpoint_dir,
+                   random_state=args.random_state, card=card, device=args.device or "cpu",
+                   conv_dtype=args.conv_dtype, radius=args.radius, overwrite=args.force,
+                   max_num_nbr=args.max_num_nbr, verbose=0 if args.quiet else 1)
+    weights, card_path = model_paths(args.output)
+    _note(f"wrote {weights} and its model card {card_path} (best epoch "
+          f"{net.card_.get('best_epoch')} of {net.card_['epochs_trained']}, "
+          f"{net.card_['n_train']} training crystals)")
     return 0
 
 
@@ -232,11 +338,13 @@ def _cmd_finetune(args):
 
 
 def _cmd_predict(args):
+    import numpy as np
     import pandas as pd
 
     from .pretrained import load_estimator
 
-    est = load_estimator(args.model)
+    _set_threads(args)
+    est = load_estimator(args.model, device=args.device or "cpu")
     data = _read_input(args.input, None, args.structure_column, args.id_column,
                        n_jobs=args.n_jobs)
     graphs = _featurize(data.X, est.radius, est.max_num_nbr, args.n_jobs, not args.quiet)
@@ -256,9 +364,9 @@ def _cmd_predict(args):
 
 
 def _fmt(value, spec=".4g"):
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return str(int(value))
     return format(value, spec) if isinstance(value, float) else str(value)
 
@@ -272,10 +380,11 @@ def _print_table(header, rows):
 def _cmd_pretrained(args):
     import json
 
-    from .pretrained import list_pretrained, load_pretrained
+    from .pretrained import _resolve, list_pretrained
 
     if args.name is not None:
-        print(json.dumps(load_pretrained(args.name)[1], indent=2, sort_keys=True))
+        with open(_resolve(args.name)[1]) as f:
+            print(json.dumps(json.load(f), indent=2, sort_keys=True))
         return 0
     rows = [(name, card.get("target", "-"), card.get("units", "-"), _fmt(card.get("n_train")),
              _fmt(card.get("test_mae")))
@@ -284,25 +393,6 @@ def _cmd_pretrained(args):
     return 0
 
 
-class _Lookup(TransformerMixin, BaseEstimator):
-    """Rows of a precomputed table selected by index: ``X`` holds row numbers.
-
-    ``compare`` featurizes every crystal once (graphs, magpie descriptors) and
-    passes row numbers through the trials, so no trial featurizes again.
-    """
-
-    def __init__(self, table=None):
-        self.table = table
-
-    def __sklearn_clone__(self):
-        """Stateless: clones share this instance, not a deep copy of the whole table."""
-        return self
-
-    def fit(self, X=None, y=None):
-        return self
-
-    def transform(self, X):
-        return self.table[np.asarray(X, dtype=np.int64).ravel()]
 
 
 def _default_n_train(n):
@@ -314,12 +404,15 @@ def _default_n_train(n):
 
 
 def _cmd_compare(args):
+    import numpy as np
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.pipeline import Pipeline
 
     from .baselines import BASELINE_GRIDS, baseline_models
     from .composition import MagpieFeaturizer
-    from .stats import paired_ttest, paper_n_trials, repeated_splits, run_trials, summarize
+    from .estimators import CGCNNRegressor, TransferCGCNNRegressor
+    from .stats import (_Lookup, paired_ttest, paper_n_trials, repeated_splits, run_trials,
+                        summarize)
 
     keys = [k.strip().lower() for k in args.models.split(",") if k.strip()]
     keys = ["scratch" if k == "cgcnn" else k for k in keys]
@@ -335,13 +428,15 @@ def _cmd_compare(args):
     splits = repeated_splits(n, n_train, n_trials, random_state=args.random_state)
     n_val, n_test = len(splits[0][1]), len(splits[0][2])
 
-    common = dict(max_epochs=args.epochs, batch_size=args.batch_size,
-                  random_state=args.random_state)
+    _set_threads(args)
     nets = {}
     if "tl" in keys:
-        nets["tl"] = TransferCGCNNRegressor(pretrained=args.pretrained, **common)
+        pretrained = {} if args.pretrained is None else {"pretrained": args.pretrained}
+        nets["tl"] = TransferCGCNNRegressor(random_state=args.random_state, **pretrained,
+                                            **_estimator_params(TransferCGCNNRegressor, args))
     if "scratch" in keys:
-        nets["scratch"] = CGCNNRegressor(**common)
+        nets["scratch"] = CGCNNRegressor(random_state=args.random_state,
+                                         **_estimator_params(CGCNNRegressor, args))
     graphs = {}
     for net in nets.values():
         settings = net._featurizer_settings()
@@ -389,7 +484,8 @@ def _cmd_compare(args):
 # --------------------------------------------------------------------- parser
 def _add_input(p, target=True):
     p.add_argument("input", metavar="INPUT",
-                   help="CGCNN folder (id_prop.csv + <id>.cif), CSV table, matbench-style "
+                   help="CGCNN folder (id_prop.csv + <id>.cif; for predict and featurize "
+                        "also a plain folder of .cif files), CSV table, matbench-style "
                         ".json/.json.gz table, or a .joblib graph file from 'skcgcnn featurize'")
     if target:
         p.add_argument("--target", metavar="COLUMN",
@@ -407,40 +503,95 @@ def _add_input(p, target=True):
                    help="no progress bar or table of losses per epoch")
 
 
-def _add_training(p, defaults, finetune):
+class _EstimatorDefault:
+    """An estimator parameter's default, looked up (importing torch) only when help is shown."""
+
+    def __init__(self, estimator, param):
+        self.estimator, self.param = estimator, param
+
+    def __str__(self):
+        from . import estimators
+
+        return str(getattr(estimators, self.estimator)().get_params()[self.param])
+
+
+def _option(p, *flags, estimator, param, **kwargs):
+    """An option that is passed to the estimator only when given (default shown in help)."""
+    kwargs["help"] += " (default: %(estimator_default)s)"
+    action = p.add_argument(*flags, default=None, **kwargs)
+    action.estimator_default = _EstimatorDefault(estimator, param)
+    return action
+
+
+def _decay_epoch(value):
+    if value.lower() == "none":
+        return "none"
+    epoch = int(value)
+    if epoch < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive epoch or 'none', got {value!r}")
+    return epoch
+
+
+def _add_runtime(p):
+    p.add_argument("--device", metavar="DEVICE",
+                   help="torch device, e.g. cuda or cuda:1 (default: cpu)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads of this process (default: torch's, usually one per core)")
+
+
+def _add_training(p, estimator, finetune):
     p.add_argument("-o", "--output", required=True, metavar="MODEL.pt",
-                   help="model file to write (a state dict) with its JSON model card beside it")
+                   help="model file to write (a state dict) with its JSON model card beside "
+                        "it; a suffix other than .pt is kept (-o run.v1 writes run.v1.pt and "
+                        "run.v1.json)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the model file and card if they exist (default: refuse)")
     p.add_argument("--log10", action="store_true",
                    help="model log10 of the target (e.g. bulk moduli); predictions are "
                         "written back in the original units")
     p.add_argument("--units", default="", help="units of the target, stored in the model card")
-    p.add_argument("--epochs", type=int, default=defaults["max_epochs"],
-                   help="training epochs (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=defaults["lr"],
-                   help="initial learning rate of SGD (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=defaults["batch_size"],
-                   help="crystals per minibatch (default: %(default)s)")
+    _option(p, "--epochs", type=int, estimator=estimator, param="max_epochs",
+            help="training epochs")
+    _option(p, "--lr", type=float, estimator=estimator, param="lr",
+            help="initial learning rate")
+    _option(p, "--lr-decay-epoch", type=_decay_epoch, metavar="EPOCH", estimator=estimator,
+            param="lr_decay_epoch",
+            help="epoch at which the learning rate is multiplied by 0.1, or 'none'; when "
+                 "--epochs is given without it, the decay comes at the same fraction of the "
+                 "epochs as in the defaults")
+    _option(p, "--batch-size", type=int, estimator=estimator, param="batch_size",
+            help="crystals per minibatch")
+    _option(p, "--validation-fraction", type=float, metavar="F", estimator=estimator,
+            param="validation_fraction",
+            help="fraction of the crystals held out to pick the epoch with the lowest "
+                 "validation MAE, whose weights are kept; 0 trains on all and keeps the last")
+    _option(p, "--patience", type=int, metavar="EPOCHS", estimator=estimator,
+            param="n_iter_no_change",
+            help="stop when the validation MAE has not improved for this many epochs; "
+                 "None runs every epoch")
     p.add_argument("--random-state", type=int, default=0,
                    help="seed of initialisation, shuffling and the validation split "
                         "(default: %(default)s)")
+    _add_runtime(p)
     if finetune:
-        p.add_argument("--pretrained", default=defaults["pretrained"], metavar="NAME_OR_PATH",
-                       help="bundled model name (see 'skcgcnn pretrained') or a .pt file with "
-                            "its .json card (default: %(default)s)")
+        _option(p, "--pretrained", metavar="NAME_OR_PATH", estimator=estimator,
+                param="pretrained",
+                help="bundled model name (see 'skcgcnn pretrained') or a .pt file with its "
+                     ".json card")
         p.add_argument("--freeze", default=None, metavar="LAYERS",
                        help="layers kept fixed: none (fine-tune all, the paper's best), "
                             "embedding, K (embedding + first K convolutions) or all_but_head "
                             "(default: none)")
-        p.add_argument("--head", choices=("new", "keep"), default=defaults["head"],
-                       help="new head or the pretrained one (default: %(default)s)")
+        _option(p, "--head", choices=("new", "keep"), estimator=estimator, param="head",
+                help="new head or the pretrained one")
     else:
-        _add_graph_options(p, defaults)
+        _add_graph_options(p)
 
 
-def _add_graph_options(p, defaults):
-    p.add_argument("--radius", type=float, default=defaults["radius"],
+def _add_graph_options(p):
+    p.add_argument("--radius", type=float, default=8.0,
                    help="neighbour cutoff in angstrom (default: %(default)s)")
-    p.add_argument("--max-num-nbr", type=int, default=defaults["max_num_nbr"],
+    p.add_argument("--max-num-nbr", type=int, default=12,
                    help="neighbours per atom (default: %(default)s)")
 
 
@@ -461,17 +612,16 @@ def build_parser():
     -------
     parser : argparse.ArgumentParser
         With subcommands featurize, train, finetune, predict, pretrained and
-        compare; defaults of the training options are the estimators' own.
+        compare. Training options that are not given keep the estimators'
+        own defaults (which their help shows, importing torch to look them up).
 
     Examples
     --------
     >>> from skcgcnn.cli import build_parser
-    >>> args = build_parser().parse_args(["finetune", "data/", "-o", "model.pt"])
-    >>> args.command, args.pretrained, args.lr, args.epochs
-    ('finetune', 'mp-formation-energy', 0.005, 500)
+    >>> args = build_parser().parse_args(["finetune", "data/", "-o", "model.pt", "--epochs", "50"])
+    >>> args.command, args.epochs, args.lr  # None: the estimator's default applies
+    ('finetune', 50, None)
     """
-    scratch = CGCNNRegressor().get_params()
-    transfer = TransferCGCNNRegressor().get_params()
     parser = argparse.ArgumentParser(
         prog="skcgcnn", formatter_class=_Formatter,
         description="Crystal graph networks (CGCNN) and transfer learning (TL-CGCNN) from the "
@@ -496,40 +646,86 @@ def build_parser():
          "table.csv --target band_gap -o graphs.joblib --n-jobs 4"], _cmd_featurize)
     _add_input(p)
     p.add_argument("-o", "--output", required=True, metavar="GRAPHS.joblib")
-    _add_graph_options(p, scratch)
+    _add_graph_options(p)
 
     p = _subcommand(
         sub, "train", "train a CGCNN from scratch",
         "Train a CGCNNRegressor from scratch on INPUT and save it with its model card. "
-        f"{scratch['validation_fraction']:.0%} of the crystals are held out to pick the "
-        "best epoch.",
+        "A fraction of the crystals (--validation-fraction) is held out to pick the best "
+        "epoch. The table of losses per epoch gives the MAE of the standardised target "
+        "(the line above it says how much one unit is in the target's units); the summary "
+        "at the end gives the MAE in the target's units over the training and over the "
+        "held-out crystals.",
         ["my_crystals/ -o model.pt --epochs 300",
          "elastic.json.gz --target K_VRH --log10 --units GPa -o kvrh.pt"], _cmd_train)
     _add_input(p)
-    _add_training(p, scratch, finetune=False)
+    _add_training(p, "CGCNNRegressor", finetune=False)
 
     p = _subcommand(
         sub, "finetune", "fine-tune a pretrained CGCNN (TL-CGCNN)",
         "Fine-tune a pretrained CGCNN on INPUT (TransferCGCNNRegressor: all pretrained "
-        f"parameters loaded, a new head, learning rate {transfer['lr']}, as in Lee & Asahi) "
-        "and save it with its model card.",
+        "parameters loaded, a new head, the fine-tuning learning rate of Lee & Asahi) "
+        "and save it with its model card. Losses are reported as for train.",
         ["--pretrained mp-formation-energy my_crystals/ -o model.pt",
          "--pretrained mp-band-gap-nm gw.csv --target gw_gap --units eV -o gw.pt",
          "--pretrained other.pt data/ -o model.pt --freeze 2 --lr 0.002"], _cmd_finetune)
     _add_input(p)
-    _add_training(p, transfer, finetune=True)
+    _add_training(p, "TransferCGCNNRegressor", finetune=True)
+
+    from .pretraining import PRETRAINING_RECIPE as recipe
+
+    p = _subcommand(
+        sub, "pretrain", "pretrain a source model on a large data set",
+        "Pretrain a CGCNN on a large INPUT (tens of thousands of crystals) for transfer "
+        "learning: AdamW with a linear warmup and a cosine decay, the best validation epoch "
+        "saved with its model card whenever it improves, and a checkpoint every epoch, so "
+        "that the same command resumes a stopped run (also on another machine, given the "
+        "checkpoint folder). Then: skcgcnn finetune --pretrained MODEL.pt small_data/.",
+        ["mp_crystals.json.gz --target formation_energy_per_atom --units eV/atom -o fe.pt",
+         "big/ -o source.pt --epochs 300 --device cuda"], _cmd_pretrain)
+    _add_input(p)
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.pt",
+                   help="model file to write with its JSON model card beside it")
+    p.add_argument("--force", action="store_true",
+                   help="replace a model file that is not this run's (default: refuse)")
+    p.add_argument("--log10", action="store_true", help="model log10 of the target")
+    p.add_argument("--units", default="", help="units of the target, stored in the model card")
+    p.add_argument("--epochs", type=int, default=recipe["epochs"],
+                   help="length of the run and of its cosine schedule (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=recipe["lr"],
+                   help="peak learning rate (default: %(default)s)")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default=recipe["optimizer"],
+                   help="AdamW or SGD with momentum 0.9 (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=recipe["weight_decay"],
+                   help="(default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=recipe["warmup"],
+                   help="epochs of linear warmup (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=recipe["batch_size"],
+                   help="crystals per minibatch (default: %(default)s)")
+    p.add_argument("--validation-fraction", type=float, default=0.1,
+                   help="crystals held out to choose the best epoch (default: %(default)s)")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="per-epoch checkpoint to resume from (default: MODEL.checkpoint/ "
+                        "beside MODEL.pt)")
+    _add_runtime(p)
+    p.add_argument("--conv-dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="precision of the convolutions (default: %(default)s)")
+    p.add_argument("--random-state", type=int, default=0, help="(default: %(default)s)")
+    _add_graph_options(p)
 
     p = _subcommand(
         sub, "predict", "predict with a saved model",
         "Predict every crystal in INPUT with a model saved by train or finetune (or a "
         "bundled one) and write a CSV with columns id and prediction, in the target's units.",
         ["model.pt new_crystals/ -o predictions.csv",
+         "model.pt folder_of_cifs/ > predictions.csv",
          "mp-formation-energy candidates.json.gz > predictions.csv"], _cmd_predict)
     p.add_argument("model", metavar="MODEL",
                    help="a .pt file with its .json card, or a bundled model name")
     _add_input(p, target=False)
     p.add_argument("-o", "--output", metavar="PREDICTIONS.csv",
                    help="CSV file to write (default: standard output)")
+    _add_runtime(p)
 
     p = _subcommand(
         sub, "pretrained", "list the bundled pretrained models",
@@ -551,8 +747,8 @@ def build_parser():
     _add_input(p)
     p.add_argument("--log10", action="store_true", help="compare on log10 of the target")
     p.add_argument("--units", default="", help="units of the target, for the table")
-    p.add_argument("--pretrained", default=transfer["pretrained"], metavar="NAME_OR_PATH",
-                   help="pretrained model of TL-CGCNN (default: %(default)s)")
+    _option(p, "--pretrained", metavar="NAME_OR_PATH", estimator="TransferCGCNNRegressor",
+            param="pretrained", help="pretrained model of TL-CGCNN")
     p.add_argument("--models", default=",".join(_MODEL_LABELS),
                    help="comma-separated models among %(default)s (default: all)")
     p.add_argument("--n-train", type=int, metavar="N",
@@ -561,10 +757,11 @@ def build_parser():
     p.add_argument("--n-trials", type=int, metavar="N",
                    help="trials (default: the paper's, 10 up to 500 training crystals, 5 up "
                         "to 10,000, 2 above)")
-    p.add_argument("--epochs", type=int, default=transfer["max_epochs"],
-                   help="training epochs of both networks (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=transfer["batch_size"],
-                   help="crystals per minibatch (default: %(default)s)")
+    _option(p, "--epochs", type=int, estimator="TransferCGCNNRegressor", param="max_epochs",
+            help="training epochs of both networks; the learning-rate decay follows")
+    _option(p, "--batch-size", type=int, estimator="TransferCGCNNRegressor",
+            param="batch_size", help="crystals per minibatch")
+    _add_runtime(p)
     p.add_argument("--random-state", type=int, default=0,
                    help="seed of the splits and the models (default: %(default)s)")
     p.add_argument("--cv", type=int, default=5, metavar="K",

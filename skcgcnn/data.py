@@ -18,7 +18,7 @@ class GraphDataset(Dataset):
     Parameters
     ----------
     X : sequence of CrystalGraph
-    y : array-like of shape (n_samples,), optional
+    y : array-like of shape (n_samples,) or (n_samples, n_targets), optional
 
     Examples
     --------
@@ -32,13 +32,17 @@ class GraphDataset(Dataset):
 
     def __init__(self, X, y=None, length=None):
         self.X = X
-        self.y = None if y is None else np.asarray(y, dtype=np.float32).reshape(len(X))
+        y = None if y is None else np.asarray(y, dtype=np.float32)
+        # one column per target when there are several, else a flat vector
+        self.y = y if y is None or (y.ndim == 2 and y.shape[1] > 1) else y.reshape(len(X))
 
     def __len__(self):
         return len(self.X)
 
     def __getitem__(self, i):
-        return self.X[i], (np.nan if self.y is None else float(self.y[i]))
+        if self.y is None:
+            return self.X[i], np.nan
+        return self.X[i], (self.y[i] if self.y.ndim == 2 else float(self.y[i]))
 
 
 class GraphBatch:
@@ -81,7 +85,7 @@ def collate_graphs(batch):
         the batch's atoms, ``distances`` (n_edges,) in angstrom, ``crystal``
         (n_atoms,) the crystal each atom belongs to, and ``n_atoms``
         (n_crystals,). Passed to :class:`~skcgcnn.model.CGCNN` as keywords.
-    y : tensor of shape (n_crystals,), float32
+    y : tensor of shape (n_crystals,) or (n_crystals, n_targets), float32
 
     Examples
     --------
@@ -105,7 +109,7 @@ def collate_graphs(batch):
         "crystal": torch.from_numpy(np.repeat(np.arange(len(graphs)), n_atoms)),
         "n_atoms": torch.from_numpy(n_atoms),
     }
-    y = torch.tensor([b[1] for b in batch], dtype=torch.float32)
+    y = torch.from_numpy(np.asarray([b[1] for b in batch], dtype=np.float32))
     return GraphBatch(X, y)
 
 

@@ -86,8 +86,12 @@ def load_cgcnn_folder(root):
     Parameters
     ----------
     root : str or path-like
-        Folder holding ``id_prop.csv`` (rows ``id,target``, no header) and one
-        CIF file per id.
+        Folder holding ``id_prop.csv`` and one CIF file ``<id>.cif`` per id.
+        Each row of ``id_prop.csv`` is ``id,target`` (or only ``id``, for
+        crystals to predict). A first line whose target is not a number
+        (``id,band_gap``), or a lone first cell such as ``id`` or
+        ``material_id`` with no CIF file of that name, is taken as a header
+        and skipped.
 
     Returns
     -------
@@ -104,17 +108,36 @@ def load_cgcnn_folder(root):
         raise FileNotFoundError(f"no id_prop.csv in {root!r}: expected the CGCNN folder layout")
     ids, y = [], []
     with open(table, newline="") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row:
-                continue
-            ids.append(row[0].strip())
-            try:
-                y.append(float(row[1]) if len(row) > 1 and row[1].strip() else np.nan)
-            except ValueError:
-                raise ValueError(f"line {line} of {table!r} has a target that is not a "
-                                 f"number: {row[1]!r}") from None
+        rows = [(line, row) for line, row in enumerate(csv.reader(f), start=1) if row]
+    if rows and _is_header(rows[0][1], root):
+        rows = rows[1:]
+    for line, row in rows:
+        ids.append(row[0].strip())
+        try:
+            y.append(float(row[1]) if len(row) > 1 and row[1].strip() else np.nan)
+        except ValueError:
+            raise ValueError(f"line {line} of {table!r} has a target that is not a number: "
+                             f"{row[1]!r}; id_prop.csv holds rows 'id,target' (one header "
+                             "line at the top is skipped)") from None
     paths = [os.path.join(root, f"{i}.cif") for i in ids]
     return ids, paths, np.asarray(y, dtype=float)
+
+
+#: Column names that mark a lone first cell of id_prop.csv as a header.
+_ID_HEADERS = ("id", "ids", "cif_id", "material_id", "mpid", "name", "structure", "crystal")
+
+
+def _is_header(row, root):
+    """Whether the first row of id_prop.csv names its columns instead of a crystal."""
+    if os.path.isfile(os.path.join(root, f"{row[0].strip()}.cif")):
+        return False
+    if len(row) > 1 and row[1].strip():
+        try:
+            float(row[1])
+        except ValueError:
+            return True
+        return False
+    return row[0].strip().lower() in _ID_HEADERS
 
 
 def load_dcdft():

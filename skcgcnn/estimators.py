@@ -12,7 +12,7 @@ from skorch.callbacks import EarlyStopping, LRScheduler
 from skorch.dataset import ValidSplit
 from sklearn.utils import check_random_state
 
-from .callbacks import ReleaseMemory
+from .callbacks import ColumnMAE, ReleaseMemory
 from .data import GraphDataset, GraphLoader
 from .graph import CrystalGraphTransformer, _as_list, _graph_array_or_none
 from .model import CGCNN, resolve_conv_dtype
@@ -22,7 +22,7 @@ __all__ = ["CGCNNRegressor", "TransferCGCNNRegressor"]
 
 #: Callbacks built from the estimator's own parameters at every fit; they are
 #: left out of ``get_params`` so that those parameters stay the one source.
-_DERIVED_CALLBACKS = ("lr_scheduler", "best_epoch", "release_memory")
+_DERIVED_CALLBACKS = ("lr_scheduler", "best_epoch", "release_memory", "column_mae")
 
 
 class CGCNNRegressor(NeuralNetRegressor):
@@ -57,12 +57,13 @@ class CGCNNRegressor(NeuralNetRegressor):
     target_normalization : {"standard", "tanh", None}, default="standard"
         Target normalisation, fitted on the training targets: standardisation,
         the paper's tanh map (eq. 6), or none. "standard" is the default
-        because it trains far better with the paper's optimiser: on 625
-        log10 K_VRH crystals, 150 epochs, the test MAE was 0.087 with
-        "standard" and 0.358 with "tanh" (worse than the mean predictor,
-        0.283). The tanh map squeezes the targets into 0.5 ± 0.005 per
-        standard deviation, while an L1 loss's gradient does not shrink with
-        the targets, so SGD at lr 0.01 overshoots by about 200 times.
+        because it trains far better with the paper's optimiser: fitted on
+        625 log10 K_VRH crystals for 150 epochs, the test MAE was 0.092 with
+        "standard" and 0.295 with "tanh" (the mean predictor: 0.304;
+        docs/results/target_normalization.json). The tanh map squeezes the
+        targets into 0.5 ± 0.005 per standard deviation, while an L1 loss's
+        gradient does not shrink with the targets, so SGD at lr 0.01
+        overshoots by about 200 times.
     lr : float, default=0.01
         Initial learning rate of SGD.
     momentum : float, default=0.9
@@ -158,10 +159,15 @@ class CGCNNRegressor(NeuralNetRegressor):
                          device=device, verbose=verbose, **kwargs)
 
     # ------------------------------------------------------------------ setup
+    def _n_targets(self):
+        """Outputs of the head: columns of the ``y`` being fitted (1 before a fit)."""
+        return getattr(self, "n_outputs_", 1)
+
     def _module_kwargs(self):
         return dict(atom_fea_len=self.atom_fea_len, n_conv=self.n_conv,
                     h_fea_len=self.h_fea_len, n_h=self.n_h, radius=self.radius,
-                    conv_dtype=resolve_conv_dtype(self.conv_dtype, self.device))
+                    conv_dtype=resolve_conv_dtype(self.conv_dtype, self.device),
+                    n_targets=self._n_targets())
 
     def initialize_module(self):
         """Build the :class:`~skcgcnn.model.CGCNN` from the estimator's parameters."""
@@ -212,6 +218,8 @@ class CGCNNRegressor(NeuralNetRegressor):
                 monitor="valid_loss", patience=patience, threshold=0.0,
                 threshold_mode="abs", load_best=True, sink=self._print)))
         callbacks.append(("release_memory", ReleaseMemory()))
+        if self._n_targets() > 1:
+            callbacks.append(("column_mae", ColumnMAE()))
         return callbacks
 
     def _print(self, *args, **kwargs):
@@ -276,14 +284,22 @@ class CGCNNRegressor(NeuralNetRegressor):
         y = np.asarray(y, dtype=np.float64)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.ravel()
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D (one target per crystal), got shape {y.shape}")
+        if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
+            raise ValueError(f"y must be 1-D (one target per crystal) or 2-D (one column per "
+                             f"target), got shape {y.shape}")
         if len(y) != n:
             raise ValueError(f"X and y have different lengths: {n} crystals, {len(y)} targets")
-        bad = ~np.isfinite(y)
+        # several targets: NaN marks a missing label, masked in the loss
+        bad = np.isinf(y) if y.ndim == 2 else ~np.isfinite(y)
         if bad.any():
-            raise ValueError(f"y has {int(bad.sum())} NaN or infinite value(s), the first at "
-                             f"index {int(np.flatnonzero(bad)[0])}")
+            what = "infinite" if y.ndim == 2 else "NaN or infinite"
+            first = np.argwhere(bad)[0]
+            raise ValueError(f"y has {int(bad.sum())} {what} value(s), the first at "
+                             f"index {tuple(int(i) for i in first) if y.ndim == 2 else int(first[0])}")
+        if y.ndim == 2:
+            empty = np.flatnonzero(~np.isfinite(y).any(axis=0))
+            if len(empty):
+                raise ValueError(f"y column(s) {empty.tolist()} have no finite value")
         return y
 
     def check_data(self, X, y=None):
@@ -296,10 +312,12 @@ class CGCNNRegressor(NeuralNetRegressor):
         Parameters
         ----------
         X : sequence of CrystalGraph, Structure, ase.Atoms or paths
-        y : array-like of shape (n_crystals,)
-            Targets in their own units (finite).
+        y : array-like of shape (n_crystals,) or (n_crystals, n_targets)
+            Targets in their own units. A 1-D ``y`` must be finite; with
+            several columns (a multi-property model, each column normalised
+            on its own), NaN marks a missing label, left out of the loss.
         **fit_params
-            Passed to skorch's ``partial_fit``.
+            Passed to skorch's ``fit``.
 
         Returns
         -------
@@ -310,9 +328,14 @@ class CGCNNRegressor(NeuralNetRegressor):
                              f"got {self.target_normalization!r}")
         graphs = self._graphs(X)
         y = self._check_y(y, len(graphs))
+        n_targets = 1 if y.ndim == 1 else y.shape[1]
         if self.warm_start and self.initialized_:  # skorch's fit keeps the module
-            stats = self.module_.target_mean.item(), self.module_.target_scale.item()
+            if n_targets != self.n_outputs_:
+                raise ValueError(f"warm_start refit with {n_targets} target column(s), but the "
+                                 f"network predicts {self.n_outputs_}")
+            stats = self._target_stats()
         else:
+            self.n_outputs_ = n_targets
             stats = fit_target_stats(y, self.target_normalization)
             self._pending_target_stats = stats  # set by initialize()
         y_norm = normalize(y, *stats, self.target_normalization).astype(np.float32)
@@ -328,9 +351,27 @@ class CGCNNRegressor(NeuralNetRegressor):
         super().initialize()
         stats = self.__dict__.pop("_pending_target_stats", None)
         if stats is not None:
-            self.module_.target_mean.fill_(stats[0])
-            self.module_.target_scale.fill_(stats[1])
+            self.module_.target_mean.copy_(torch.as_tensor(stats[0]))
+            self.module_.target_scale.copy_(torch.as_tensor(stats[1]))
         return self
+
+    def _target_stats(self):
+        """(mean, scale) of the target normalisation: floats, or arrays per target."""
+        m = self.module_
+        return m.target_mean.cpu().numpy(), m.target_scale.cpu().numpy()
+
+    def _denormalize(self, y):
+        return denormalize(y, *self._target_stats(), self.target_normalization)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """The criterion over the labelled entries: NaN targets (missing labels) are masked."""
+        y_true = torch.as_tensor(y_true, device=y_pred.device)
+        known = ~torch.isnan(y_true)
+        if bool(known.all()):
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+        if not bool(known.any()):  # a batch without any label: no gradient, zero loss
+            return (y_pred * 0.0).sum()
+        return super().get_loss(y_pred[known], y_true[known], X=X, training=training)
 
     def predict(self, X):
         """Predict targets in their own units.
@@ -341,12 +382,9 @@ class CGCNNRegressor(NeuralNetRegressor):
 
         Returns
         -------
-        y_pred : ndarray of shape (n_crystals,), float64
+        y_pred : ndarray of shape (n_crystals,) or (n_crystals, n_targets), float64
         """
-        out = super().predict(self._graphs(X))
-        m = self.module_
-        return denormalize(out, m.target_mean.item(), m.target_scale.item(),
-                           self.target_normalization)
+        return self._denormalize(super().predict(self._graphs(X)))
 
     def transform(self, X):
         """Pooled crystal vectors of the fitted network (eq. 4), a learned descriptor.
@@ -496,11 +534,17 @@ class TransferCGCNNRegressor(CGCNNRegressor):
         arch["conv_dtype"] = resolve_conv_dtype(self.conv_dtype, self.device)
         self._check_as_pretrained(("atom_fea_len", "n_conv"), arch)
         if self.head == "keep":
-            arch.update(h_fea_len=source.hparams["h_fea_len"], n_h=source.hparams["n_h"])
+            arch.update(h_fea_len=source.hparams["h_fea_len"], n_h=source.hparams["n_h"],
+                        n_targets=source.hparams.get("n_targets", 1))
+            if arch["n_targets"] != self._n_targets():
+                raise ValueError(f"head='keep' keeps the pretrained head's {arch['n_targets']} "
+                                 f"output(s), but y has {self._n_targets()} target column(s); "
+                                 "use head='new'")
         else:
-            arch.update(h_fea_len=self.h_fea_len, n_h=self.n_h)
-            head = ("conv_to_fc.", "fcs.", "fc_out.")
-            state = {k: v for k, v in state.items() if not k.startswith(head)}
+            arch.update(h_fea_len=self.h_fea_len, n_h=self.n_h, n_targets=self._n_targets())
+            # the new targets' statistics are fitted in fit(), the new head is initialised
+            drop = ("conv_to_fc.", "fcs.", "fc_out.", "target_mean", "target_scale")
+            state = {k: v for k, v in state.items() if not k.startswith(drop)}
         module = self.initialized_instance(self.module, {**arch, **self.get_params_for("module")})
         missing, unexpected = module.load_state_dict(state, strict=False)
         if unexpected:

@@ -46,7 +46,8 @@ def resolve_conv_dtype(conv_dtype, device="cpu"):
     Parameters
     ----------
     conv_dtype : {"auto", "float32", "bfloat16"}
-    device : str or torch.device, default="cpu"
+    device : str, torch.device or None, default="cpu"
+        None (skorch's "leave the tensors where they are") counts as the CPU.
 
     Returns
     -------
@@ -59,7 +60,7 @@ def resolve_conv_dtype(conv_dtype, device="cpu"):
     ('float32', 'float32')
     """
     if conv_dtype == "auto":
-        native = torch.device(device).type == "cpu" and _cpu_has_native_bfloat16()
+        native = torch.device(device or "cpu").type == "cpu" and _cpu_has_native_bfloat16()
         return "bfloat16" if native else "float32"
     if conv_dtype not in CONV_DTYPES:
         raise ValueError(f"conv_dtype must be 'auto' or one of {tuple(CONV_DTYPES)}, "
@@ -180,6 +181,11 @@ class CGCNN(nn.Module):
         Precision of the embedding and convolutions. ``"bfloat16"`` runs them
         under ``torch.autocast`` (parameters stay float32); pooling and the
         head always run in float32, so predictions keep float32 resolution.
+    n_targets : int, default=1
+        Outputs of the head: 1 gives predictions of shape (n_crystals,),
+        more give (n_crystals, n_targets) (a multi-property model); the
+        buffers ``target_mean`` and ``target_scale`` then have one entry per
+        target.
 
     Attributes
     ----------
@@ -195,24 +201,27 @@ class CGCNN(nn.Module):
     """
 
     def __init__(self, atom_fea_len=64, n_conv=3, h_fea_len=128, n_h=1,
-                 radius=8.0, gaussian_step=0.2, conv_dtype="float32"):
+                 radius=8.0, gaussian_step=0.2, conv_dtype="float32", n_targets=1):
         super().__init__()
         if conv_dtype not in CONV_DTYPES:
             raise ValueError(f"conv_dtype must be one of {tuple(CONV_DTYPES)}, got {conv_dtype!r}")
         self.conv_dtype = conv_dtype
+        if int(n_targets) < 1:
+            raise ValueError(f"n_targets must be at least 1, got {n_targets!r}")
         self.hparams = dict(atom_fea_len=atom_fea_len, n_conv=n_conv, h_fea_len=h_fea_len,
-                            n_h=n_h, radius=radius)
+                            n_h=n_h, radius=radius, n_targets=int(n_targets))
         self.register_buffer("atom_features", torch.from_numpy(element_feature_table().copy()))
         centers = torch.arange(0.0, radius + gaussian_step / 2, gaussian_step)
         self.register_buffer("gaussian_centers", centers)
-        self.register_buffer("target_mean", torch.tensor(0.0, dtype=torch.float64))
-        self.register_buffer("target_scale", torch.tensor(1.0, dtype=torch.float64))
+        stats_shape = () if n_targets == 1 else (int(n_targets),)
+        self.register_buffer("target_mean", torch.zeros(stats_shape, dtype=torch.float64))
+        self.register_buffer("target_scale", torch.ones(stats_shape, dtype=torch.float64))
         self.gaussian_step = gaussian_step
         self.embedding = nn.Linear(N_ATOM_FEATURES, atom_fea_len)
         self.convs = nn.ModuleList(GatedConv(atom_fea_len, len(centers)) for _ in range(n_conv))
         self.conv_to_fc = nn.Linear(atom_fea_len, h_fea_len)
         self.fcs = nn.ModuleList(nn.Linear(h_fea_len, h_fea_len) for _ in range(n_h - 1))
-        self.fc_out = nn.Linear(h_fea_len, 1)
+        self.fc_out = nn.Linear(h_fea_len, int(n_targets))
         self.frozen = []
 
     def head_modules(self):
@@ -246,9 +255,10 @@ class CGCNN(nn.Module):
         return pooled / n_atoms.clamp(min=1).to(pooled.dtype)[:, None]
 
     def forward(self, numbers, centers, neighbors, distances, crystal, n_atoms):
-        """Normalised predictions, shape (n_crystals,)."""
+        """Normalised predictions, shape (n_crystals,) or (n_crystals, n_targets)."""
         h = F.softplus(self.conv_to_fc(F.softplus(
             self.crystal_features(numbers, centers, neighbors, distances, crystal, n_atoms))))
         for fc in self.fcs:
             h = F.softplus(fc(h))
-        return self.fc_out(h).squeeze(-1)
+        out = self.fc_out(h)
+        return out.squeeze(-1) if self.hparams["n_targets"] == 1 else out

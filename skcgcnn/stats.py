@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import joblib
 from joblib import Parallel, delayed, effective_n_jobs
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_consistent_length, column_or_1d
 
@@ -566,3 +566,24 @@ def equivalent_training_size(train_sizes, maes, target_mae):
     if abs(slope) < 1e-12:
         raise ValueError("the fitted MAE does not change with training size (slope 0)")
     return float(np.exp((np.log(target_mae) - intercept) / slope))
+
+
+class _Lookup(TransformerMixin, BaseEstimator):
+    """Rows of a precomputed table selected by index: ``X`` holds row numbers.
+
+    ``compare`` featurizes every crystal once (graphs, magpie descriptors) and
+    passes row numbers through the trials, so no trial featurizes again.
+    """
+
+    def __init__(self, table=None):
+        self.table = table
+
+    def __sklearn_clone__(self):
+        """Stateless: clones share this instance, not a deep copy of the whole table."""
+        return self
+
+    def fit(self, X=None, y=None):
+        return self
+
+    def transform(self, X):
+        return self.table[np.asarray(X, dtype=np.int64).ravel()]

@@ -32,26 +32,33 @@ def fit_target_stats(y, kind="standard"):
 
     Parameters
     ----------
-    y : array-like of shape (n_samples,)
-        Training targets, in their own units.
+    y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        Training targets, in their own units. With several columns each gets
+        its own statistics, over its finite values (missing labels are NaN).
     kind : {"standard", "tanh", None}, default="standard"
 
     Returns
     -------
-    mean, scale : float
+    mean, scale : float, or ndarray of shape (n_targets,) for a 2-D ``y``
         μ and s in the target's units (0 and 1 for ``None``; a constant
         target gets s = 1).
 
     Examples
     --------
+    >>> import numpy as np
     >>> from skcgcnn.target import fit_target_stats
     >>> fit_target_stats([1.0, 2.0, 3.0])
     (2.0, 0.816496580927726)
+    >>> fit_target_stats([[1.0, 0.0], [3.0, np.nan]], kind="standard")
+    (array([2., 0.]), array([1., 1.]))
     """
     _check_kind(kind)
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 2:
+        stats = [fit_target_stats(col[np.isfinite(col)], kind) for col in y.T]
+        return tuple(np.array(s) for s in zip(*stats))
     if kind is None:
         return 0.0, 1.0
-    y = np.asarray(y, dtype=np.float64)
     scale = float(y.std())
     return float(y.mean()), scale if scale > 0 else 1.0
 

@@ -1,5 +1,6 @@
 """End-to-end tests of the ``skcgcnn`` command (skcgcnn.cli)."""
 
+import io
 import json
 import shutil
 import subprocess
@@ -12,8 +13,8 @@ import pytest
 from ase.build import bulk
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from skcgcnn import TransferCGCNNRegressor
-from skcgcnn.cli import _default_n_train, main
+from skcgcnn import CGCNNRegressor, TransferCGCNNRegressor
+from skcgcnn.cli import _default_n_train, _estimator, build_parser, main
 from skcgcnn.pretrained import PRETRAINED_DIR, load_estimator
 
 FAST = ["--epochs", "3", "--batch-size", "8", "--random-state", "0", "-q"]
@@ -71,8 +72,9 @@ def test_finetune_then_predict_matches_the_estimator(folder, finetuned, tmp_path
     assert table.id.tolist() == ids and np.isfinite(table.prediction).all()
     # the same fit in Python, from the CIF paths, predicts the same numbers
     paths = [str(root / f"{i}.cif") for i in ids]
+    # --epochs 3 moves the decay to epoch 3 * 100 / 500, rounded: 1
     est = TransferCGCNNRegressor(pretrained=str(pre), max_epochs=3, batch_size=8,
-                                 random_state=0).fit(paths, y)
+                                 lr_decay_epoch=1, random_state=0).fit(paths, y)
     np.testing.assert_allclose(table.prediction, est.predict(paths), rtol=1e-9)
     # and the saved model round-trips to identical predictions
     np.testing.assert_array_equal(load_estimator(finetuned).predict(paths), est.predict(paths))
@@ -124,6 +126,106 @@ def test_train_log10_from_csv_table(tmp_path):
     assert (pred.prediction > volume.min() / 3).all() and (pred.prediction < volume.max() * 3).all()
 
 
+def test_output_keeps_its_suffix_and_is_never_replaced_silently(folder, tmp_path, capsys):
+    root, pre = folder
+    out = tmp_path / "run.v1"
+    argv = ["finetune", "--pretrained", str(pre), str(root), "-o", str(out), *FAST]
+    assert main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.v1.json", "run.v1.pt"]
+    before = (tmp_path / "run.v1.pt").read_bytes()
+    capsys.readouterr()
+    err = _error(argv + ["--random-state", "1"], capsys)  # refused before any training
+    assert "run.v1.pt' exists; pass --force to replace it" in err
+    assert (tmp_path / "run.v1.pt").read_bytes() == before
+    assert main(argv + ["--random-state", "1", "--force"]) == 0
+    assert (tmp_path / "run.v1.pt").read_bytes() != before
+    card = json.loads((tmp_path / "run.v1.json").read_text())
+    assert card["name"] == "run.v1" and card["hyperparameters"]["random_state"] == 1
+    assert "--force" in card["training_command"]
+
+
+def test_predict_a_plain_folder_of_cifs_and_a_header_line(folder, finetuned, tmp_path, capsys):
+    root, _ = folder
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for i in (3, 0, 12):
+        shutil.copy(root / f"x{i}.cif", plain / f"x{i}.cif")
+    capsys.readouterr()
+    assert main(["predict", str(finetuned), str(plain), "-q"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert table.id.tolist() == ["x0", "x12", "x3"]  # sorted file names
+    assert main(["predict", str(finetuned), str(root), "-q"]) == 0
+    full = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("id")
+    np.testing.assert_allclose(table.prediction, full.prediction[table.id], rtol=1e-6)
+    # an id_prop.csv with a header line: the header is skipped, the targets read
+    (plain / "id_prop.csv").write_text("id,volume\nx0,11.8\nx3,12.0\n")
+    assert main(["predict", str(finetuned), str(plain), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert pd.read_csv(io.StringIO(captured.out)).id.tolist() == ["x0", "x3"]
+    assert "MAE against the targets" in captured.err
+    # training needs targets: a plain folder is refused with what to write
+    (plain / "id_prop.csv").unlink()
+    err = _error(["train", str(plain), "-o", str(tmp_path / "m.pt")], capsys)
+    assert "no id_prop.csv in" in err
+    (tmp_path / "none").mkdir()
+    err = _error(["predict", str(finetuned), str(tmp_path / "none")], capsys)
+    assert "no id_prop.csv and no .cif files" in err
+
+
+def test_training_options_reach_the_estimator():
+    args = build_parser().parse_args([
+        "train", "data/", "-o", "m.pt", "--epochs", "40", "--lr", "0.03", "--batch-size", "16",
+        "--lr-decay-epoch", "30", "--patience", "7", "--validation-fraction", "0.25",
+        "--device", "cpu", "--threads", "1"])
+    params = _estimator(args, finetune=False).get_params()
+    assert {k: params[k] for k in ("max_epochs", "lr", "batch_size", "lr_decay_epoch",
+                                   "n_iter_no_change", "validation_fraction", "device")} == {
+        "max_epochs": 40, "lr": 0.03, "batch_size": 16, "lr_decay_epoch": 30,
+        "n_iter_no_change": 7, "validation_fraction": 0.25, "device": "cpu"}
+    # options not given keep the estimator's defaults; the decay follows --epochs
+    default = TransferCGCNNRegressor().get_params()
+    args = build_parser().parse_args(["finetune", "data/", "-o", "m.pt", "--epochs", "20"])
+    params = _estimator(args, finetune=True).get_params()
+    assert params["lr_decay_epoch"] == round(20 * default["lr_decay_epoch"] /
+                                             default["max_epochs"])
+    assert params["lr"] == default["lr"] and params["batch_size"] == default["batch_size"]
+    args = build_parser().parse_args(["train", "data/", "-o", "m.pt"])
+    params = _estimator(args, finetune=False).get_params()
+    scratch = CGCNNRegressor().get_params()
+    assert all(params[k] == scratch[k] for k in ("max_epochs", "lr_decay_epoch", "lr",
+                                                 "batch_size", "validation_fraction"))
+    args = build_parser().parse_args(["train", "data/", "-o", "m.pt", "--epochs", "20",
+                                      "--lr-decay-epoch", "none"])
+    assert _estimator(args, finetune=False).lr_decay_epoch is None
+    args = build_parser().parse_args(["predict", "m.pt", "data/", "--device", "cpu",
+                                      "--threads", "2"])
+    assert (args.device, args.threads) == ("cpu", 2)
+
+
+def test_loss_table_is_plain_and_labelled(folder, tmp_path, capsys):
+    import torch
+
+    root, _ = folder
+    threads = torch.get_num_threads()
+    try:
+        assert main(["train", str(root), "-o", str(tmp_path / "m"), "--epochs", "3",
+                     "--batch-size", "8", "--patience", "50", "--validation-fraction", "0.25",
+                     "--lr-decay-epoch", "2", "--threads", "1", "--units", "A^3"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err  # captured output is no terminal
+    assert "train_loss" in captured.out and "valid_loss" in captured.out
+    assert "MAE of the standardised target (1 = one standard deviation = " in captured.err
+    card = json.loads((tmp_path / "m.json").read_text())
+    assert (card["n_train"], card["n_validation"]) == (12, 4)
+    assert card["hyperparameters"]["n_iter_no_change"] == 50
+    assert card["hyperparameters"]["lr_decay_epoch"] == 2
+    assert f"training MAE {card['train_mae']:.4g} A^3 on 12 crystals, validation MAE " \
+           f"{card['valid_mae']:.4g} A^3 on the 4 held out (best epoch " in captured.err
+
+
 def test_pretrained_listing(capsys):
     assert main(["pretrained"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -160,7 +262,7 @@ def test_lookup_is_not_copied_by_clone(tiny):
     from sklearn.dummy import DummyRegressor
     from sklearn.pipeline import Pipeline
 
-    from skcgcnn.cli import _Lookup
+    from skcgcnn.stats import _Lookup
 
     _, graphs, _ = tiny
     lookup = _Lookup(graphs)

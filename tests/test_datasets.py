@@ -107,6 +107,28 @@ def test_cgcnn_folder_bad_target_names_the_line(tmp_path):
         load_cgcnn_folder(tmp_path)
 
 
+@pytest.mark.parametrize("header", ["id,band_gap", "material_id,target", "id"])
+def test_cgcnn_folder_skips_a_header_line(tmp_path, header):
+    (tmp_path / "id_prop.csv").write_text(f"{header}\na,1.0\nb,2.0\n")
+    ids, paths, y = load_cgcnn_folder(tmp_path)
+    assert ids == ["a", "b"] and y.tolist() == [1.0, 2.0]
+    assert paths[0].endswith("a.cif")
+
+
+def test_cgcnn_folder_first_row_naming_a_cif_is_a_crystal(tmp_path):
+    # an ids-only first row is a crystal, not a header, when its CIF exists
+    (tmp_path / "id.cif").write_text("")
+    (tmp_path / "id_prop.csv").write_text("id\nb\n")
+    ids, _, y = load_cgcnn_folder(tmp_path)
+    assert ids == ["id", "b"] and np.isnan(y).all()
+
+
+def test_cgcnn_folder_second_header_is_explained(tmp_path):
+    (tmp_path / "id_prop.csv").write_text("id,gap\nid,gap\na,1.0\n")
+    with pytest.raises(ValueError, match="line 2 .*'gap'.*rows 'id,target'.*header"):
+        load_cgcnn_folder(tmp_path)
+
+
 # --------------------------------------------------------- Materials Project
 def test_mp_search_kwargs():
     kw = mp_search_kwargs(band_gap=(0.1, None), elements=["O", "Si"], is_stable=True,

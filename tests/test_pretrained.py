@@ -6,13 +6,17 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
+from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from skcgcnn import CGCNNRegressor, CrystalGraphTransformer
 from skcgcnn.data import collate_graphs
 from skcgcnn.features import element_feature_fingerprint
 from skcgcnn.io import load_state_dict, save_state_dict
 from skcgcnn.model import CGCNN
-from skcgcnn.pretrained import ARCHITECTURE_KEYS, list_pretrained, load_pretrained, save_pretrained
+from skcgcnn.pretrained import (ARCHITECTURE_KEYS, list_pretrained, load_estimator,
+                                load_pretrained, save_pretrained, training_card)
 from skcgcnn.target import denormalize
 
 LATTICE = np.linspace(3.4, 3.8, 6)
@@ -52,7 +56,8 @@ def test_save_writes_weights_and_card(saved, fitted):
     on_disk = json.loads(path.with_suffix(".json").read_text())
     assert on_disk == card
     assert card["name"] == "tiny-cu"
-    assert card["architecture"] == dict(atom_fea_len=8, n_conv=1, h_fea_len=8, n_h=1, radius=6.0)
+    assert card["architecture"] == dict(atom_fea_len=8, n_conv=1, h_fea_len=8, n_h=1, radius=6.0,
+                                        n_targets=1)
     assert card["featurizer"] == dict(radius=6.0, max_num_nbr=8,
                                       element_features=element_feature_fingerprint())
     assert card["target"] == "volume_per_atom" and card["units"] == "angstrom^3"
@@ -69,8 +74,95 @@ def test_save_without_suffix(fitted, tmp_path):
 
 
 def test_save_unfitted_raises(tmp_path):
-    with pytest.raises(Exception, match="not initialized|not fitted|initialize"):
+    with pytest.raises(NotFittedError, match="CGCNNRegressor is not fitted: call fit"):
         save_pretrained(CGCNNRegressor(), tmp_path / "x.pt")
+    assert not list(tmp_path.iterdir())
+
+
+def test_save_keeps_other_suffixes(fitted, tmp_path, monkeypatch):
+    model, X = fitted
+    save_pretrained(model, tmp_path / "model.v2")
+    save_pretrained(model, tmp_path / "model.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.json", "model.pt", "model.v2.json", "model.v2.pt"]
+    assert json.loads((tmp_path / "model.v2.json").read_text())["name"] == "model.v2"
+    expected = model.module_.state_dict()
+    monkeypatch.chdir(tmp_path)
+    for path in (tmp_path / "model.v2", tmp_path / "model.v2.pt", str(tmp_path / "model.v2"),
+                 "model.v2"):  # a bare name: model.v2.pt in the working directory
+        state = load_estimator(path).module_.state_dict()
+        assert all(torch.equal(state[k], expected[k]) for k in expected)
+
+
+def test_save_refuses_to_overwrite(fitted, tmp_path):
+    model, _ = fitted
+    first = save_pretrained(model, tmp_path / "m", target="first")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for path in ("m", "m.pt", "m.json"):
+        with pytest.raises(FileExistsError, match="m.pt' exists; pass overwrite=True"):
+            save_pretrained(model, tmp_path / path, target="second")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # the card alone existing is enough to refuse
+    (tmp_path / "m.pt").unlink()
+    with pytest.raises(FileExistsError, match="m.json' exists"):
+        save_pretrained(model, tmp_path / "m")
+    card = save_pretrained(model, tmp_path / "m", overwrite=True, target="second")
+    assert first["target"] == "first" and card["target"] == "second"
+    assert json.loads((tmp_path / "m.json").read_text())["target"] == "second"
+
+
+def test_card_records_training(tmp_path):
+    X = [bulk("Cu", "fcc", a=a) for a in np.linspace(3.4, 3.8, 10)]
+    model = CGCNNRegressor(atom_fea_len=8, n_conv=1, h_fea_len=8, max_epochs=4, batch_size=4,
+                           lr_decay_epoch=2, random_state=0).fit(X, np.linspace(0, 1, 10))
+    card = save_pretrained(model, tmp_path / "m")
+    assert card == json.loads((tmp_path / "m.json").read_text())
+    assert (card["n_train"], card["n_validation"], card["epochs_trained"]) == (8, 2, 4)
+    losses = [row["valid_loss"] for row in model.history_]
+    assert card["best_epoch"] == int(np.argmin(losses)) + 1
+    assert card["valid_mae_normalized"] == pytest.approx(min(losses))
+    assert card["hyperparameters"] == {
+        "lr": 0.01, "max_epochs": 4, "batch_size": 4, "momentum": 0.9, "weight_decay": 0.0,
+        "lr_decay_epoch": 2, "lr_decay": 0.1, "validation_fraction": 0.2,
+        "n_iter_no_change": None, "conv_dtype": "auto", "random_state": 0, "optimizer": "SGD"}
+    assert training_card(model) == {k: card[k] for k in training_card(model)}
+
+
+def test_a_loaded_model_saved_again_keeps_its_card(tmp_path):
+    X = [bulk("Cu", "fcc", a=a) for a in np.linspace(3.4, 3.8, 10)]
+    model = CGCNNRegressor(atom_fea_len=8, n_conv=1, h_fea_len=8, max_epochs=3, batch_size=4,
+                           random_state=0).fit(X, np.linspace(0, 1, 10))
+    first = save_pretrained(model, tmp_path / "a", target="toy", units="eV", test_mae=0.5)
+    second = save_pretrained(load_estimator(tmp_path / "a"), tmp_path / "b")
+    assert second == {**first, "name": "b"}
+
+
+def test_save_pipeline_saves_its_regressor(fitted, tmp_path):
+    model, X = fitted
+    structures = [bulk("Cu", "fcc", a=a) for a in LATTICE]
+    pipe = make_pipeline(CrystalGraphTransformer(radius=6.0, max_num_nbr=8), model)
+    card = save_pretrained(pipe, tmp_path / "pipe")
+    assert card["architecture"]["atom_fea_len"] == 8
+    state = load_estimator(tmp_path / "pipe").module_.state_dict()
+    expected = model.module_.state_dict()
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    assert load_estimator(tmp_path / "pipe").predict(structures).shape == (len(structures),)
+
+
+def test_save_pipeline_refused_clearly(fitted, tmp_path):
+    model, _ = fitted
+    other = make_pipeline(CrystalGraphTransformer(radius=5.0, max_num_nbr=8), model)
+    with pytest.raises(ValueError, match="radius=5.0, max_num_nbr=8, but its regressor "
+                                         "expects radius=6.0"):
+        save_pretrained(other, tmp_path / "p")
+    scaled = make_pipeline(StandardScaler(), model)
+    with pytest.raises(TypeError, match="step 'standardscaler' .* would be lost.*pipeline\\[-1\\]"
+                                        ".*joblib.dump"):
+        save_pretrained(scaled, tmp_path / "p")
+    with pytest.raises(TypeError, match="last step is a StandardScaler.*joblib.dump"):
+        save_pretrained(make_pipeline(StandardScaler()), tmp_path / "p")
+    with pytest.raises(TypeError, match="got a str"):
+        save_pretrained("model", tmp_path / "p")
     assert not list(tmp_path.iterdir())
 
 

@@ -1,0 +1,119 @@
+"""Pretraining (skcgcnn.pretraining, ``skcgcnn pretrain``): recipe, card, resume, Accelerate."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from skorch.callbacks import Callback
+
+from skcgcnn import TransferCGCNNRegressor
+from skcgcnn.callbacks import CosineLR
+from skcgcnn.cli import main
+from skcgcnn.pretrained import load_estimator
+from skcgcnn.pretraining import PRETRAINING_RECIPE, pretrain
+
+FAST = dict(epochs=4, warmup=1, batch_size=4, lr=0.01)
+
+
+class _StopAt(Callback):
+    """Interrupts training after ``epoch`` epochs, as a killed run would stop."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == self.epoch:
+            raise KeyboardInterrupt  # skorch ends fit() cleanly on it
+
+
+def test_pretrain_writes_best_model_with_its_recipe(tiny, tmp_path):
+    _, graphs, y = tiny
+    net = pretrain(graphs, y, tmp_path / "src", **FAST, card={"units": "A^3/atom"})
+    card = json.loads((tmp_path / "src.json").read_text())
+    assert card == net.card_
+    assert card["epochs_trained"] == 4 and 1 <= card["best_epoch"] <= 4
+    assert card["hyperparameters"]["optimizer"] == "AdamW"
+    assert card["hyperparameters"]["schedule"] == "cosine"
+    assert card["units"] == "A^3/atom" and card["n_train"] + card["n_validation"] == len(y)
+    assert isinstance(net.optimizer_, torch.optim.AdamW)
+    # the saved file is the best epoch, and transfer loads it
+    losses = [row["valid_loss"] for row in net.history]
+    assert card["best_epoch"] == int(np.argmin(losses)) + 1
+    tl = TransferCGCNNRegressor(tmp_path / "src.pt", max_epochs=1).initialize()
+    saved = load_estimator(tmp_path / "src.pt").module_.state_dict()
+    assert torch.equal(tl.module_.convs[0].fc_bond.weight, saved["convs.0.fc_bond.weight"])
+
+
+def test_stopped_run_resumes_on_the_same_schedule(tiny, tmp_path):
+    _, graphs, y = tiny
+    ckpt = tmp_path / "ckpt"
+    first = pretrain(graphs, y, tmp_path / "src", **FAST, checkpoint_dir=ckpt,
+                     callbacks=[_StopAt(2)])
+    assert len(json.loads((ckpt / "history.json").read_text())) == 2
+    assert first.card_["epochs_trained"] == 2
+    resumed = pretrain(graphs, y, tmp_path / "src", **FAST, checkpoint_dir=ckpt)
+    assert len(resumed.history) == 4 and resumed.card_["epochs_trained"] == 4
+    # the rate of the last epoch is the schedule's 4th, not its 2nd
+    expected = FAST["lr"] * CosineLR(4, warmup=1).factor(4)
+    assert resumed.optimizer_.param_groups[0]["lr"] == pytest.approx(expected)
+    again = pretrain(graphs, y, tmp_path / "src", **FAST, checkpoint_dir=ckpt)  # done: no-op
+    assert again.card_["epochs_trained"] == 4
+
+
+def test_step_schedule_and_bad_recipes(tiny, tmp_path):
+    _, graphs, y = tiny
+    net = pretrain(graphs, y, tmp_path / "sgd", optimizer="sgd", schedule="step",
+                   lr_decay_epoch=2, weight_decay=0.0, epochs=3, batch_size=4)
+    assert isinstance(net.optimizer_, torch.optim.SGD)
+    assert net.card_["hyperparameters"]["lr_decay_epoch"] == 2
+    with pytest.raises(ValueError, match="optimizer"):
+        pretrain(graphs, y, tmp_path / "x", optimizer="lamb")
+    with pytest.raises(ValueError, match="lr_decay_epoch"):
+        pretrain(graphs, y, tmp_path / "x", schedule="step")
+
+
+def test_multi_property_pretraining(tiny, tmp_path):
+    _, graphs, y = tiny
+    Y = np.c_[y, -y]
+    Y[::3, 1] = np.nan
+    net = pretrain(graphs, Y, tmp_path / "multi", **FAST)
+    assert net.card_["architecture"]["n_targets"] == 2
+    assert net.predict(graphs).shape == (len(y), 2)
+    tl = TransferCGCNNRegressor(tmp_path / "multi.pt", max_epochs=2, batch_size=4).fit(graphs, y)
+    assert tl.predict(graphs).shape == (len(y),)
+
+
+def test_cli_pretrain_then_finetune(tmp_path, capsys):
+    from tests.test_cli import _crystals
+
+    root = tmp_path / "big"
+    root.mkdir()
+    lines = []
+    for i, (structure, volume) in enumerate(_crystals()):
+        structure.to(filename=str(root / f"x{i}.cif"))
+        lines.append(f"x{i},{float(volume)!r}")
+    (root / "id_prop.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "source.pt"
+    assert main(["pretrain", str(root), "-o", str(out), "--epochs", "3", "--warmup", "1",
+                 "--batch-size", "4", "--units", "A^3/atom", "-q"]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training_command"].startswith("skcgcnn pretrain")
+    assert card["hyperparameters"]["epochs"] == 3 and card["epochs_trained"] == 3
+    assert (tmp_path / "source.checkpoint" / "history.json").is_file()
+    assert main(["finetune", str(root), "--pretrained", str(out), "-o",
+                 str(tmp_path / "tl.pt"), "--epochs", "2", "--batch-size", "4", "-q"]) == 0
+    assert PRETRAINING_RECIPE["optimizer"] == "adamw"
+
+
+def test_accelerate_path_on_cpu(tiny):
+    accelerate = pytest.importorskip("accelerate", reason="pip install accelerate")
+    from skcgcnn.pretraining import AcceleratedCGCNNRegressor
+
+    _, graphs, y = tiny
+    net = AcceleratedCGCNNRegressor(accelerator=accelerate.Accelerator(cpu=True),
+                                    max_epochs=3, batch_size=4, random_state=0)
+    net.fit(graphs, y)
+    assert net.predict(graphs).shape == (len(y),)
+    assert len(net.history) == 3 and np.isfinite(net.history[:, "train_loss"]).all()
