@@ -51,8 +51,8 @@ def baseline_models(names=None, cv=5, random_state=0, n_samples=None):
         Seeds the folds and the random forest.
     n_samples : int, optional
         Crystals the models will be fitted on. When given, PLS components
-        above the smallest training fold (which PLS cannot fit) are left out
-        of its grid.
+        as many as the smallest training fold's crystals or more (which PLS
+        cannot fit) are left out of its grid.
 
     Returns
     -------
@@ -88,7 +88,7 @@ def baseline_models(names=None, cv=5, random_state=0, n_samples=None):
         grid = dict(BASELINE_GRIDS[name])
         if name == "PLS" and n_samples is not None:
             smallest_fold = n_samples - -(-n_samples // cv)
-            grid["n_components"] = [k for k in grid["n_components"] if k <= smallest_fold] or [1]
+            grid["n_components"] = [k for k in grid["n_components"] if k < smallest_fold] or [1]
         step = type(est).__name__.lower()
         models[name] = GridSearchCV(make_pipeline(StandardScaler(), est),
                                     {f"{step}__{k}": v for k, v in grid.items()},
