@@ -63,81 +63,41 @@ def nm_mask(table, threshold=0.1):
 def _read_split_json_head(path, n):
     """``columns`` and the first ``n`` rows of ``data`` of a pandas 'split' JSON.
 
-    Streams the (gzipped) text and stops after ``n`` rows, so a few thousand
-    crystals of the 36k file are read in a second and without holding the
-    whole file in memory. Returns None when the layout is not the expected
-    one (``columns`` before ``data``); callers then fall back to
-    :func:`skcgcnn.datasets.load_matbench_json`.
+    Decodes only those rows (a few thousand crystals of the 36k file in a second,
+    without holding the whole file in memory); None when ``columns`` does not come
+    before ``data`` (then :func:`skcgcnn.datasets.load_matbench_json` reads it all).
     """
     import gzip
     import json
+    import re
 
     decoder = json.JSONDecoder()
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt") as f:
-        buf, pos, eof = "", 0, False
-
-        def more():
-            nonlocal buf, pos, eof
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "rt") as f:
+        buf = ""
+        while not (start := re.search(r'"data"\s*:\s*\[', buf)):
             chunk = f.read(1 << 20)
-            eof = not chunk
-            buf, pos = buf[pos:] + chunk, 0
-            return not eof
-
-        def skip_ws():
-            nonlocal pos
-            while True:
-                while pos < len(buf) and buf[pos] in " \t\r\n":
-                    pos += 1
-                if pos < len(buf) or not more():
-                    return buf[pos] if pos < len(buf) else ""
-
-        def value():
-            # every value read here is a list, an object or a string, so a
-            # truncated buffer fails to decode rather than decoding wrongly
-            nonlocal pos
-            skip_ws()
-            while True:
-                try:
-                    obj, end = decoder.raw_decode(buf, pos)
-                    pos = end
-                    return obj
-                except json.JSONDecodeError:
-                    if not more():
-                        raise
-
-        def expect(char):
-            nonlocal pos
-            if skip_ws() != char:
-                raise ValueError(f"expected {char!r} in {path}")
-            pos += 1
-
-        columns = None
-        expect("{")
-        while True:
-            key = value()
-            expect(":")
-            if key != "data":
-                val = value()
-                if key == "columns":
-                    columns = val
-            else:
-                if columns is None:
-                    return None
-                rows = []
-                expect("[")
-                while len(rows) < n:
-                    c = skip_ws()
-                    if c == "]":
-                        break
-                    if c == ",":
-                        pos += 1
-                    rows.append(value())
-                return columns, rows
-            if skip_ws() == ",":
-                pos += 1
-            else:
+            if not chunk:
                 return None
+            buf += chunk
+        columns = re.search(r'"columns"\s*:\s*', buf[:start.start()])
+        if columns is None:
+            return None
+        columns = decoder.raw_decode(buf, columns.end())[0]
+        rows, pos = [], start.end()
+        while len(rows) < n:
+            while pos < len(buf) and buf[pos] in ", \t\r\n":
+                pos += 1
+            if buf.startswith("]", pos):
+                break
+            try:  # every row is a list: a truncated one fails to decode
+                row, pos = decoder.raw_decode(buf, pos)
+                rows.append(row)
+            except json.JSONDecodeError:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    raise
+                buf, pos = buf[pos:] + chunk, 0
+        return columns, rows
 
 
 def load_crystals(n=None, path=MP_CRYSTALS):

@@ -18,7 +18,8 @@ classical model tunes its hyperparameters by 5-fold ``GridSearchCV`` on the
 Stages:
 
 - ``baselines``: PLS, LASSO, SVR (RBF) and random forest on the 132 magpie
-  descriptors (``skcgcnn.composition.MagpieFeaturizer``) after ``StandardScaler``.
+  descriptors (``skcgcnn.composition.MagpieFeaturizer``) after ``StandardScaler``,
+  with the grids of ``skcgcnn.baselines`` (the ones ``skcgcnn compare`` uses).
 - ``main``: CGCNN from scratch and TL-CGCNN fine-tuned (all parameters) from
   the larger pretrained model of the other property.
 - ``transfer``: TL-CGCNN from the 10k pretrained model, layer freezing (all but
@@ -45,7 +46,6 @@ import re
 import sys
 import time
 import warnings
-from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import MP_CRYSTALS, MP_ELASTICITY, ROOT, load_table_and_graphs, nm_mask  # noqa: E402
 
 from skcgcnn import CGCNNRegressor, EnsembleRegressor, TransferCGCNNRegressor  # noqa: E402
+from skcgcnn.baselines import baseline_models  # noqa: E402
 from skcgcnn.stats import (paired_ttest, paper_n_trials, repeated_splits,  # noqa: E402
                            run_trials, summarize, equivalent_training_size)
 
@@ -122,47 +123,15 @@ def load_target(target):
 
 
 def magpie_features(graphs, rows):
-    """Magpie descriptors of ``graphs[rows]`` (rows elsewhere are zero), from atomic numbers."""
-    from pymatgen.core import Composition, Element
-
+    """Magpie descriptors of ``graphs[rows]`` (rows elsewhere are zero)."""
     from skcgcnn.composition import MagpieFeaturizer
 
-    comps = [Composition({Element.from_Z(int(z)): n for z, n in Counter(graphs[i].numbers).items()})
-             for i in rows]
     X = np.zeros((len(graphs), 132))
-    X[rows] = MagpieFeaturizer().transform(comps)
+    X[rows] = MagpieFeaturizer().transform(graphs[rows])
     return X
 
 
 # ----------------------------------------------------------------- models
-def baseline_models():
-    """PLS, LASSO, SVR and RF on standardised magpie descriptors, tuned by 5-fold CV."""
-    from sklearn.cross_decomposition import PLSRegression
-    from sklearn.ensemble import RandomForestRegressor
-    from sklearn.linear_model import Lasso
-    from sklearn.model_selection import GridSearchCV, KFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVR
-
-    cv = KFold(5, shuffle=True, random_state=0)
-    grids = {
-        "PLS": (PLSRegression(scale=False), {"n_components": [1, 2, 4, 8, 16, 32]}),
-        "LASSO": (Lasso(max_iter=20000), {"alpha": np.logspace(-4, 0, 9)}),
-        "SVR": (SVR(), {"C": [1, 10, 100], "gamma": ["scale", 0.003, 0.01],
-                        "epsilon": [0.01, 0.1]}),
-        "RF": (RandomForestRegressor(n_estimators=100, random_state=0),
-               {"max_features": [0.33, 1.0], "min_samples_leaf": [1, 2]}),
-    }
-    models = {}
-    for name, (est, grid) in grids.items():
-        step = type(est).__name__.lower()
-        models[name] = GridSearchCV(make_pipeline(StandardScaler(), est),
-                                    {f"{step}__{k}": v for k, v in grid.items()},
-                                    cv=cv, scoring="neg_mean_absolute_error")
-    return models
-
-
 def ensemble_name(model):
     """Table name of the ensemble of a model: 'TL-CGCNN (x)' -> 'TL-CGCNN ensemble of 5 (x)'."""
     return model.replace("CGCNN", f"CGCNN ensemble of {N_MEMBERS}", 1)
@@ -211,7 +180,7 @@ def run_stage(target, stage, args):
     for n_train, splits in stage_splits(target, stage, len(y), args.max_trials).items():
         if stage == "baselines":
             rows = np.unique(np.concatenate([np.concatenate(s) for s in splits]))
-            X, models = magpie_features(graphs, rows), baseline_models()
+            X, models = magpie_features(graphs, rows), baseline_models(random_state=0)
         else:
             X, models = graphs, cgcnn_models(target, stage, dict(
                 FIT, max_epochs=args.epochs, lr_decay_epoch=args.lr_decay_epoch,

@@ -10,15 +10,15 @@ The search behind the MAE goals of ``benchmarks/paper.py``. Each variant of
 TL-CGCNN (fine-tuned from the target's larger pretrained model, the settings of
 ``paper.py`` otherwise) is fitted on the same 10 splits as ``paper.py`` (500
 training + 125 validation crystals; the estimator holds out its 20 % to keep
-its best epoch). For every fit the CSV
-``benchmarks/results/tuning/<target>.csv`` gets the MAE on those held-out
-crystals (``valid_mae``) and on the 125 test crystals (``test_mae``), in the
-target's units. Variants are compared on ``valid_mae``: the test crystals
+its best epoch). ``skcgcnn.stats.run_trials`` fits them and, as each fit ends,
+writes its row to ``benchmarks/results/tuning/<target>.csv`` (the columns of
+``run_trials`` and ``valid_mae``, the MAE on those held-out crystals, in the
+target's units). Variants are compared on ``valid_mae``: the test crystals
 choose nothing. The exception are the ensembles (scikit-learn's
 ``VotingRegressor`` of fits with seeds 0 to 4, which also hold out different
 validation crystals): they have no common held-out set, so no ``valid_mae``;
-CGCNN from scratch, alone and as an ensemble, is their reference. Rows are
-written as fits end, so a rerun resumes. ``--report`` writes the table of every
+CGCNN from scratch, alone and as an ensemble, is their reference. A rerun
+resumes. ``--report`` writes the table of every
 tuned target into ``docs/benchmarks.md``; where a target has no "CGCNN
 (scratch)" rows of its own, paper.py's CGCNN rows stand in (the same settings
 and seed, so the same fits).
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -39,8 +38,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import paper  # noqa: E402
 
 from skcgcnn import CGCNNRegressor, TransferCGCNNRegressor  # noqa: E402
-from skcgcnn.io import atomic_write_bytes  # noqa: E402
-from skcgcnn.stats import repeated_splits  # noqa: E402
+from skcgcnn.stats import repeated_splits, run_trials  # noqa: E402
 
 BEGIN, END = "<!-- tune_transfer.py report: begin -->", "<!-- tune_transfer.py report: end -->"
 
@@ -54,39 +52,41 @@ VARIANTS = {
     "300 epochs": dict(max_epochs=300, lr_decay_epoch=200),
     "weight_decay=1e-4": dict(weight_decay=1e-4),
     "batch 32": dict(batch_size=32),
+    # differential learning rates: the pretrained layers at a fraction of the head's 0.005
+    "pretrained lr=0.001": dict(optimizer__param_groups=[("embedding.*", {"lr": 0.001}),
+                                                         ("convs.*", {"lr": 0.001})]),
+    "pretrained lr=0.0025": dict(optimizer__param_groups=[("embedding.*", {"lr": 0.0025}),
+                                                          ("convs.*", {"lr": 0.0025})]),
     f"ensemble of {paper.N_MEMBERS}": dict(n_members=paper.N_MEMBERS),
     "CGCNN (scratch)": dict(scratch=True, lr=0.01),
     paper.ensemble_name("CGCNN"): dict(scratch=True, lr=0.01, n_members=paper.N_MEMBERS),
 }
 
 
-def fit_variant(name, graphs, y, split, trial, pretrained):
-    """Fit one variant on one split; its row of the CSV."""
-    train, val, test = split
-    fit_idx = np.concatenate([train, val])
+def variant_model(name, pretrained):
+    """The unfitted estimator of one variant."""
     kw = dict(paper.FIT, **VARIANTS[name])
     n_members = kw.pop("n_members", None)
     if kw.pop("scratch", False):
         cls = CGCNNRegressor
     else:
         cls, kw["pretrained"] = TransferCGCNNRegressor, pretrained
-    t0 = time.time()
-    X, y_fit = graphs[fit_idx], y[fit_idx]
-    if n_members:  # seeds 0..n-1: each member also holds out other validation crystals
-        model = paper.ensemble(cls, kw, n_members).fit(X, y_fit)
-        valid = np.nan  # no common held-out set
-    else:
-        model = cls(**kw).fit(X, y_fit)
-        valid = np.nanmin(model.history[:, "valid_loss"]) * model.module_.target_scale.item()
-    return {"trial": trial, "variant": name, "valid_mae": float(valid),
-            "test_mae": float(np.abs(model.predict(graphs[test]) - y[test]).mean()),
-            "fit_time_s": round(time.time() - t0, 1)}
+    # seeds 0..n-1: each member also holds out other validation crystals
+    return paper.ensemble(cls, kw, n_members) if n_members else cls(**kw)
+
+
+def valid_mae(model):
+    """MAE (target units) on the crystals the network held out for its best epoch;
+    NaN for an ensemble, whose members hold out different crystals."""
+    if not hasattr(model, "history_"):
+        return np.nan
+    return np.nanmin(model.history[:, "valid_loss"]) * model.module_.target_scale.item()
 
 
 def report_target(target, res):
     """Markdown lines of one target's variants, best validation MAE first (ensembles, then
     variants with fewer trials, last)."""
-    frame = res.rename(columns={"variant": "model"}).assign(n_train=paper.N_TRAIN)
+    frame = res
     scratch = "CGCNN (scratch)"
     main_csv = paper.RESULTS / f"{paper.slug(target)}.csv"
     if scratch not in set(frame.model) and main_csv.is_file():
@@ -137,17 +137,9 @@ def main(argv=None):
     pretrained = paper.TARGETS[args.target]["pretrained"][0][0]
     path = paper.RESULTS / "tuning" / f"{paper.slug(args.target)}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
-    for name in args.variants:
-        for trial, split in enumerate(splits):
-            if any(r["trial"] == trial and r["variant"] == name for r in rows):
-                continue
-            rows.append(fit_variant(name, graphs, y, split, trial, pretrained))
-            print(rows[-1], flush=True)
-            atomic_write_bytes(path, pd.DataFrame(rows).to_csv(index=False).encode())
-
-    res = pd.DataFrame(rows)
-    summary = res.groupby("variant")[["valid_mae", "test_mae"]].agg(["mean", "std", "count"])
+    models = {name: variant_model(name, pretrained) for name in args.variants}
+    res = run_trials(models, graphs, y, splits, path=path, extra_scores={"valid_mae": valid_mae})
+    summary = res.groupby("model")[["valid_mae", "test_mae"]].agg(["mean", "std", "count"])
     print(summary.sort_values(("valid_mae", "mean")).round(4).to_string())
     return res
 

@@ -32,7 +32,6 @@ import re
 import sys
 import textwrap
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 
 __all__ = ["main", "build_parser"]
@@ -42,7 +41,8 @@ EXIT_BAD_INPUT = 2
 #: Errors reported as one line with EXIT_BAD_INPUT instead of a traceback.
 _INPUT_ERRORS = (OSError, ValueError, KeyError, ImportError)
 #: ``compare`` model keys, their labels in the table, and the default selection.
-_MODEL_LABELS = {"tl": "TL-CGCNN", "scratch": "CGCNN", "rf": "RF", "svr": "SVR", "lasso": "LASSO"}
+_MODEL_LABELS = {"tl": "TL-CGCNN", "scratch": "CGCNN", "rf": "RF", "svr": "SVR", "lasso": "LASSO",
+                 "pls": "PLS"}
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -135,21 +135,13 @@ def _read_input(path, target=None, structure_column="structure", id_column=None,
     return _Data(ids=ids, X=X, y=y, target=target, source=path)
 
 
-def _is_graphs(X):
-    import numpy as np
-
-    from .graph import CrystalGraph
-
-    return isinstance(X, np.ndarray) and X.dtype == object and all(
-        isinstance(g, CrystalGraph) for g in X)
-
-
 def _featurize(X, radius, max_num_nbr, n_jobs=None, progress=True):
     """Graphs of X (already-built graphs are passed through), with a progress bar."""
-    from .graph import CrystalGraphTransformer
+    from .graph import CrystalGraphTransformer, _graph_array_or_none
 
-    if _is_graphs(X):
-        return X
+    graphs = _graph_array_or_none(X)
+    if graphs is not None:
+        return graphs
     return CrystalGraphTransformer(radius=radius, max_num_nbr=max_num_nbr, n_jobs=n_jobs,
                                    verbose=progress).transform(X)
 
@@ -435,37 +427,6 @@ def _cmd_pretrained(args):
     return 0
 
 
-def _compositions(X):
-    """Compositions for the magpie descriptors; graphs give theirs from atomic numbers."""
-    from pymatgen.core import Composition, Element
-
-    from .graph import CrystalGraph
-
-    return [Composition(Counter(Element.from_Z(int(z)).symbol for z in x.numbers))
-            if isinstance(x, CrystalGraph) else x for x in X]
-
-
-def _baselines(keys, random_state, cv):
-    """The paper's classical baselines, hyperparameters by ``cv``-fold grid search."""
-    import numpy as np
-    from sklearn.ensemble import RandomForestRegressor
-    from sklearn.linear_model import Lasso
-    from sklearn.model_selection import GridSearchCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVR
-
-    grids = {
-        "rf": (RandomForestRegressor(n_estimators=100, random_state=random_state),
-               {"max_features": [1 / 3, 1.0]}),
-        "svr": (make_pipeline(StandardScaler(), SVR()),
-                {"svr__C": [1.0, 10.0, 100.0], "svr__gamma": ["scale", 0.001, 0.03],
-                 "svr__epsilon": [0.01, 0.1]}),
-        "lasso": (make_pipeline(StandardScaler(), Lasso(max_iter=20_000)),
-                  {"lasso__alpha": list(np.logspace(-4, 0, 9))}),
-    }
-    return {k: GridSearchCV(grids[k][0], grids[k][1], cv=cv,
-                            scoring="neg_mean_absolute_error") for k in keys if k in grids}
 
 
 def _default_n_train(n):
@@ -481,6 +442,7 @@ def _cmd_compare(args):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.pipeline import Pipeline
 
+    from .baselines import BASELINE_GRIDS, baseline_models
     from .composition import MagpieFeaturizer
     from .estimators import CGCNNRegressor, TransferCGCNNRegressor
     from .stats import (_Lookup, paired_ttest, paper_n_trials, repeated_splits, run_trials,
@@ -516,11 +478,13 @@ def _cmd_compare(args):
             graphs[settings] = _featurize(data.X, *settings, args.n_jobs, not args.quiet)
     models = {_MODEL_LABELS[k]: Pipeline([("graphs", _Lookup(graphs[net._featurizer_settings()])),
                                            ("model", net)]) for k, net in nets.items()}
-    baselines = _baselines(keys, args.random_state, cv=min(args.cv, n_train + n_val))
-    if baselines:
-        magpie = MagpieFeaturizer(n_jobs=args.n_jobs or 1).transform(_compositions(data.X))
-        models.update({_MODEL_LABELS[k]: Pipeline([("magpie", _Lookup(magpie)), ("model", m)])
-                       for k, m in baselines.items()})
+    names = [_MODEL_LABELS[k] for k in keys if _MODEL_LABELS[k] in BASELINE_GRIDS]
+    if names:
+        magpie = MagpieFeaturizer(n_jobs=args.n_jobs or 1).transform(data.X)
+        baselines = baseline_models(names, cv=min(args.cv, n_train + n_val),
+                                    random_state=args.random_state, n_samples=n_train + n_val)
+        models.update({name: Pipeline([("magpie", _Lookup(magpie)), ("model", m)])
+                       for name, m in baselines.items()})
     models = {_MODEL_LABELS[k]: models[_MODEL_LABELS[k]] for k in keys}  # the order asked for
     _note(f"{len(models)} model(s) x {n_trials} trial(s) of {n_train} train / {n_val} "
           f"validation / {n_test} test crystals")
@@ -815,12 +779,13 @@ def build_parser():
 
     p = _subcommand(
         sub, "compare", "TL-CGCNN vs CGCNN vs classical baselines over repeated trials",
-        "Compare TL-CGCNN, CGCNN from scratch and classical baselines (RF, SVR, LASSO on the "
-        "132 magpie descriptors, hyperparameters by grid search on the training and "
-        "validation crystals) on INPUT with Lee & Asahi's protocol: repeated random 4:1:1 "
-        "train/validation/test splits, the same for every model. Prints the test MAE mean "
-        "(std) over trials and the paired t-test of TL-CGCNN vs CGCNN (significant at "
-        "p < 0.01).",
+        "Compare TL-CGCNN, CGCNN from scratch and classical baselines (RF, SVR, LASSO, PLS on "
+        "the 132 magpie descriptors, hyperparameters by grid search on the training and "
+        "validation crystals: skcgcnn.baselines, as benchmarks/paper.py) on INPUT with Lee & "
+        "Asahi's protocol: repeated random 4:1:1 train/validation/test splits, the same for "
+        "every model. Prints the test MAE mean (std) over trials, the train MAE (over the "
+        "training and validation crystals, all that a model was fitted on) and the paired "
+        "t-test of TL-CGCNN vs CGCNN (significant at p < 0.01).",
         ["elastic.json.gz --target K_VRH --log10 --n-train 500",
          "my_crystals/ --models tl,scratch,rf --n-trials 5 --results trials.csv"], _cmd_compare)
     _add_input(p)

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .graph import _as_list, read_structure_file
+from .graph import CrystalGraph, _as_list, read_structure_file
 
 __all__ = ["MagpieFeaturizer"]
 
@@ -22,17 +22,31 @@ def _composition(obj, index):
         return obj.composition
     if isinstance(obj, Composition):
         return obj
+    if isinstance(obj, CrystalGraph):  # the composition of its atoms' atomic numbers
+        from pymatgen.core import Element
+
+        zs, counts = np.unique(obj.numbers, return_counts=True)
+        return Composition({Element.from_Z(int(z)): int(n) for z, n in zip(zs, counts)})
     if isinstance(obj, (str, os.PathLike)):
         return read_structure_file(obj, f" at index {index}").composition
-    raise TypeError(f"expected a Structure, ase.Atoms, Composition or path at index {index}, "
-                    f"got {type(obj).__name__}")
+    raise TypeError(f"expected a Structure, ase.Atoms, Composition, CrystalGraph or path at "
+                    f"index {index}, got {type(obj).__name__}")
 
 
 class MagpieFeaturizer(TransformerMixin, BaseEstimator):
     """The 132 magpie element-property descriptors of each crystal's composition.
 
     Wraps matminer's ``ElementProperty.from_preset("magpie")``, as the paper's
-    PLS, LASSO, SVR and random-forest baselines did.
+    PLS, LASSO, SVR and random-forest baselines did
+    (:mod:`skcgcnn.baselines`). Crystals may be structures, ``ase.Atoms``,
+    compositions, CIF paths or crystal graphs (whose composition is that of
+    their atoms).
+
+    A descriptor that matminer cannot compute, because an element lacks
+    that property in the magpie tables (e.g. some properties of the noble
+    gases and the heaviest elements), is set to 0 rather than NaN, so that
+    every model can take the matrix. Call matminer's
+    ``ElementProperty.from_preset("magpie")`` directly to see the NaNs.
 
     Parameters
     ----------

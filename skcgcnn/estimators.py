@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from sklearn.utils import check_random_state
 
 from .callbacks import ColumnMAE, ReleaseMemory
 from .data import GraphDataset, GraphLoader
-from .graph import CrystalGraph, CrystalGraphTransformer, _as_list, as_graph_array
+from .graph import CrystalGraphTransformer, _as_list, _graph_array_or_none
 from .model import CGCNN, resolve_conv_dtype
 from .target import TARGET_NORMALIZATIONS, denormalize, fit_target_stats, normalize
 
@@ -175,14 +176,34 @@ class CGCNNRegressor(NeuralNetRegressor):
         return self
 
     def initialize_optimizer(self, triggered_directly=None):
-        """SGD over the trainable parameters, with ``momentum`` and ``weight_decay``."""
-        kwargs = {"momentum": self.momentum, "weight_decay": self.weight_decay,
-                  **self.get_params_for("optimizer")}
-        if self.optimizer is not torch.optim.SGD:
-            kwargs = self.get_params_for("optimizer")
-        kwargs["lr"] = self.lr
-        params = [p for p in self.module_.parameters() if p.requires_grad]
-        self.optimizer_ = self.optimizer(params, **kwargs)
+        """The optimizer over the trainable parameters, built as skorch builds it.
+
+        skorch's ``optimizer__*`` parameters apply, ``optimizer__param_groups``
+        included: a list of ``(pattern, options)`` pairs, e.g.
+        ``[("embedding.*", {"lr": 0.001}), ("convs.*", {"lr": 0.001})]``, gives
+        the parameters whose names match ``pattern`` (fnmatch) their own
+        learning rate. ``momentum`` and ``weight_decay`` go to every optimizer
+        that takes them (an ``optimizer__momentum`` or
+        ``optimizer__weight_decay`` wins); a value other than the default for
+        an optimizer that does not take it raises ``ValueError``.
+        """
+        named = [(n, p) for n, p in self.module_.named_parameters() if p.requires_grad]
+        args, kwargs = self.get_params_for_optimizer("optimizer", named)
+        takes = inspect.signature(self.optimizer).parameters
+        defaults = inspect.signature(CGCNNRegressor.__init__).parameters
+        for name in ("momentum", "weight_decay"):
+            value = getattr(self, name)
+            if name in kwargs:
+                continue
+            if name in takes:
+                kwargs[name] = value
+            elif value != defaults[name].default:
+                raise ValueError(
+                    f"{name}={value} was given, but the optimizer "
+                    f"{getattr(self.optimizer, '__name__', self.optimizer)} takes no {name}; "
+                    f"leave {name} at its default {defaults[name].default} or use an "
+                    "optimizer that takes it")
+        self.optimizer_ = self.optimizer(*args, **kwargs)
         return self
 
     def get_default_callbacks(self):
@@ -243,16 +264,10 @@ class CGCNNRegressor(NeuralNetRegressor):
     def _graphs(self, X):
         """Graphs from graphs or raw structures, checked against the settings."""
         radius, max_num_nbr = self._featurizer_settings()
-        if isinstance(X, np.ndarray) and X.dtype == object and X.ndim == 1 and \
-                all(isinstance(g, CrystalGraph) for g in X):
-            graphs = X
-        else:
-            items = _as_list(X)
-            if all(isinstance(g, CrystalGraph) for g in items):
-                graphs = as_graph_array(items)
-            else:
-                graphs = CrystalGraphTransformer(
-                    radius=radius, max_num_nbr=max_num_nbr).transform(items)
+        graphs = _graph_array_or_none(X)
+        if graphs is None:
+            graphs = CrystalGraphTransformer(
+                radius=radius, max_num_nbr=max_num_nbr).transform(_as_list(X))
         if len(graphs) == 0:
             raise ValueError("X is empty: expected at least one crystal")
         for i, g in enumerate(graphs):
@@ -302,7 +317,7 @@ class CGCNNRegressor(NeuralNetRegressor):
             several columns (a multi-property model, each column normalised
             on its own), NaN marks a missing label, left out of the loss.
         **fit_params
-            Passed to skorch's ``partial_fit``.
+            Passed to skorch's ``fit``.
 
         Returns
         -------
@@ -313,30 +328,37 @@ class CGCNNRegressor(NeuralNetRegressor):
                              f"got {self.target_normalization!r}")
         graphs = self._graphs(X)
         y = self._check_y(y, len(graphs))
-        seed = self._seed()
-        with self._seeded(seed):
-            fresh = not (self.warm_start and self.initialized_)
-            n_targets = 1 if y.ndim == 1 else y.shape[1]
-            if not fresh and n_targets != self.n_outputs_:
+        n_targets = 1 if y.ndim == 1 else y.shape[1]
+        if self.warm_start and self.initialized_:  # skorch's fit keeps the module
+            if n_targets != self.n_outputs_:
                 raise ValueError(f"warm_start refit with {n_targets} target column(s), but the "
                                  f"network predicts {self.n_outputs_}")
-            if fresh:
-                self.n_outputs_ = n_targets
-                self.initialize()
-                mean, scale = fit_target_stats(y, self.target_normalization)
-                self.module_.target_mean.copy_(torch.as_tensor(mean))
-                self.module_.target_scale.copy_(torch.as_tensor(scale))
-            y_norm = self._normalize(y).astype(np.float32)
-            self.partial_fit(graphs, y_norm, _routing_method="fit", **fit_params)
+            stats = self._target_stats()
+        else:
+            self.n_outputs_ = n_targets
+            stats = fit_target_stats(y, self.target_normalization)
+            self._pending_target_stats = stats  # set by initialize()
+        y_norm = normalize(y, *stats, self.target_normalization).astype(np.float32)
+        try:
+            with self._seeded(self._seed()):
+                super().fit(graphs, y_norm, **fit_params)
+        finally:
+            self.__dict__.pop("_pending_target_stats", None)
+        return self
+
+    def initialize(self):
+        """Initialise as skorch does, then set the target statistics :meth:`fit` computed."""
+        super().initialize()
+        stats = self.__dict__.pop("_pending_target_stats", None)
+        if stats is not None:
+            self.module_.target_mean.copy_(torch.as_tensor(stats[0]))
+            self.module_.target_scale.copy_(torch.as_tensor(stats[1]))
         return self
 
     def _target_stats(self):
         """(mean, scale) of the target normalisation: floats, or arrays per target."""
         m = self.module_
         return m.target_mean.cpu().numpy(), m.target_scale.cpu().numpy()
-
-    def _normalize(self, y):
-        return normalize(y, *self._target_stats(), self.target_normalization)
 
     def _denormalize(self, y):
         return denormalize(y, *self._target_stats(), self.target_normalization)
@@ -469,17 +491,23 @@ class TransferCGCNNRegressor(CGCNNRegressor):
         return load_pretrained(src)
 
     def _card(self):
-        if not hasattr(self, "card_"):
+        """The card of ``pretrained``, read again after ``set_params(pretrained=...)``."""
+        if not hasattr(self, "card_") or getattr(self, "_card_of", None) is not self.pretrained:
             self.card_ = self._source()[1]
+            self._card_of = self.pretrained
         return self.card_
+
+    def _check_as_pretrained(self, names, theirs):
+        """Raise if a parameter in ``names`` is set to other than the pretrained value."""
+        for name in names:
+            mine = getattr(self, name)
+            if mine is not None and mine != theirs[name]:
+                raise ValueError(f"{name}={mine} differs from the pretrained model's "
+                                 f"{name}={theirs[name]}; leave it None")
 
     def _featurizer_settings(self):
         card = self._card()["featurizer"]
-        for name in ("radius", "max_num_nbr"):
-            mine = getattr(self, name)
-            if mine is not None and mine != card[name]:
-                raise ValueError(f"{name}={mine} differs from the pretrained model's "
-                                 f"{name}={card[name]}; leave it None")
+        self._check_as_pretrained(("radius", "max_num_nbr"), card)
         return card["radius"], card["max_num_nbr"]
 
     def _frozen_modules(self, module):
@@ -500,15 +528,11 @@ class TransferCGCNNRegressor(CGCNNRegressor):
         if self.head not in ("new", "keep"):
             raise ValueError(f"head must be 'new' or 'keep', got {self.head!r}")
         source, card = self._source()
-        self.card_ = card
+        self.card_, self._card_of = card, self.pretrained
         state = source.state_dict()
         arch = {k: source.hparams[k] for k in ("atom_fea_len", "n_conv", "radius")}
         arch["conv_dtype"] = resolve_conv_dtype(self.conv_dtype, self.device)
-        for name in ("atom_fea_len", "n_conv"):
-            mine = getattr(self, name)
-            if mine is not None and mine != arch[name]:
-                raise ValueError(f"{name}={mine} differs from the pretrained model's "
-                                 f"{name}={arch[name]}; leave it None")
+        self._check_as_pretrained(("atom_fea_len", "n_conv"), arch)
         if self.head == "keep":
             arch.update(h_fea_len=source.hparams["h_fea_len"], n_h=source.hparams["n_h"],
                         n_targets=source.hparams.get("n_targets", 1))

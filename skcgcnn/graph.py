@@ -399,8 +399,24 @@ def build_graph(structure, radius=8.0, max_num_nbr=12, max_atoms=DEFAULT_MAX_ATO
     return build(numbers, coords, lattice, pbc, float(radius), int(max_num_nbr))
 
 
-def _is_graph_array(X) -> bool:
-    return len(X) > 0 and all(isinstance(g, CrystalGraph) for g in X)
+def _graph_array_or_none(X):
+    """``X`` as a 1-D object ndarray if it is a non-empty sequence of CrystalGraph, else None.
+
+    The one test of "is X already graphs?" (estimators, cli, stats): a 1-D
+    object ndarray of graphs is returned as it is, a list, tuple or pandas
+    Series of graphs packed by :func:`as_graph_array`; anything else
+    (structures, paths, mixed items, an empty sequence) gives ``None``.
+    """
+    if hasattr(X, "iloc"):  # pandas Series
+        X = X.to_numpy()
+    if isinstance(X, np.ndarray):
+        if X.dtype != object or X.ndim != 1:
+            return None
+    elif not isinstance(X, (list, tuple)):
+        return None
+    if len(X) == 0 or not all(isinstance(g, CrystalGraph) for g in X):
+        return None
+    return X if isinstance(X, np.ndarray) else as_graph_array(X)
 
 
 def as_graph_array(graphs) -> np.ndarray:

@@ -18,10 +18,14 @@ CONV_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_has_native_bfloat16():
-    """Whether the CPU has bfloat16 instructions (x86 AVX512-BF16 or AMX, Arm BF16)."""
+def _cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo"):
+    """Whether the CPU has bfloat16 instructions (x86 AVX512-BF16 or AMX, Arm BF16).
+
+    Read from the first ``flags`` (x86) or ``Features`` (Arm) line of ``cpuinfo``;
+    False when the file cannot be read.
+    """
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
                 if line.startswith(("flags", "Features")):
                     flags = set(line.split(":", 1)[1].split())

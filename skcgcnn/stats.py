@@ -154,12 +154,11 @@ def _indexable(X):
     graphs as a 1-D object ndarray, other sequences (structures) as a list."""
     if hasattr(X, "iloc") or hasattr(X, "shape"):  # pandas, ndarray, sparse
         return X
-    from .graph import CrystalGraph, as_graph_array
+    from .graph import _graph_array_or_none
 
     items = list(X)
-    if items and all(isinstance(g, CrystalGraph) for g in items):
-        return as_graph_array(items)
-    return items  # np.asarray would unpack ase.Atoms into arrays of atoms
+    graphs = _graph_array_or_none(items)
+    return items if graphs is None else graphs  # np.asarray would unpack ase.Atoms
 
 
 def _take(X, idx):
@@ -176,19 +175,21 @@ def _mae(y_true, y_pred):
     return float(np.mean(np.abs(y_true - y_pred)))
 
 
-def _fit_one(trial, name, model, n_train, X_fit, y_fit, X_test, y_test):
+def _fit_one(trial, name, model, n_train, X_fit, y_fit, X_test, y_test, extra_scores=None):
     """Fit one clone on train ∪ val and score it; one row of the results."""
     est = clone(model)
     start = time.perf_counter()
     est.fit(X_fit, y_fit)
     fit_time = time.perf_counter() - start
-    return {"trial": int(trial), "model": str(name), "n_train": int(n_train),
-            "test_mae": _mae(y_test, est.predict(X_test)),
-            "train_mae": _mae(y_fit, est.predict(X_fit)),
-            "fit_time_s": float(fit_time)}
+    row = {"trial": int(trial), "model": str(name), "n_train": int(n_train),
+           "test_mae": _mae(y_test, est.predict(X_test)),
+           "train_mae": _mae(y_fit, est.predict(X_fit)),
+           "fit_time_s": float(fit_time)}
+    row.update({key: float(score(est)) for key, score in (extra_scores or {}).items()})
+    return row
 
 
-def _jobs(models, X, y, splits, skip):
+def _jobs(models, X, y, splits, skip, extra_scores=None):
     """The fits still to do, each given only its own rows (sliced lazily, as
     joblib dispatches them, so that few slices are alive at a time)."""
     for t, (train, val, test) in enumerate(splits):
@@ -196,7 +197,7 @@ def _jobs(models, X, y, splits, skip):
         for name, model in models.items():
             if (t, str(name), len(train)) not in skip:
                 yield delayed(_fit_one)(t, name, model, len(train), _take(X, fit_idx),
-                                        y[fit_idx], _take(X, test), y[test])
+                                        y[fit_idx], _take(X, test), y[test], extra_scores)
 
 
 #: Rows come back as each fit ends (joblib >= 1.4), else in submission order.
@@ -256,7 +257,7 @@ def _key(row):
     return int(row["trial"]), str(row["model"]), int(row["n_train"])
 
 
-def run_trials(models, X, y, splits, n_jobs=None, path=None, verbose=0):
+def run_trials(models, X, y, splits, n_jobs=None, path=None, verbose=0, extra_scores=None):
     """Fit and score every model on every split (the paper's repeated trials).
 
     For each split ``(train, val, test)`` and each model, a
@@ -286,6 +287,9 @@ def run_trials(models, X, y, splits, n_jobs=None, path=None, verbose=0):
         interrupted run resumes where it stopped.
     verbose : int, default=0
         Verbosity of joblib.
+    extra_scores : dict of str to callable, optional
+        More columns: ``name: score`` where ``score(fitted_estimator)`` returns a
+        float, e.g. the validation MAE a network recorded in its history.
 
     Returns
     -------
@@ -294,7 +298,7 @@ def run_trials(models, X, y, splits, n_jobs=None, path=None, verbose=0):
         ``n_train`` (training crystals, without validation), ``test_mae`` and
         ``train_mae`` (mean absolute error in the units of ``y``; ``train_mae``
         on all the crystals the model was fitted on) and ``fit_time_s``
-        (seconds).
+        (seconds), then one column per ``extra_scores`` entry.
 
     Examples
     --------
@@ -328,19 +332,21 @@ def run_trials(models, X, y, splits, n_jobs=None, path=None, verbose=0):
     for t, split in enumerate(splits):
         for name in models:
             order[(t, str(name), len(split[0]))] = len(order)
+    columns = RESULT_COLUMNS + [k for k in (extra_scores or {}) if k not in RESULT_COLUMNS]
     done = _read_results(path).to_dict("records")
     done_keys = {_key(row) for row in done}
     X = _indexable(X)
     new_rows = []
-    for row in _parallel_rows(lambda: _jobs(models, X, y, splits, done_keys), n_jobs, verbose):
+    for row in _parallel_rows(lambda: _jobs(models, X, y, splits, done_keys, extra_scores),
+                              n_jobs, verbose):
         new_rows.append(row)
         if path is not None:
             done.append(row)
-            _write_results(pd.DataFrame(done, columns=RESULT_COLUMNS), path)
+            _write_results(pd.DataFrame(done, columns=columns), path)
 
     rows = [row for row in (done if path is not None else new_rows) if _key(row) in order]
     rows.sort(key=lambda row: order[_key(row)])
-    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    results = pd.DataFrame(rows, columns=columns)
     return results.astype({"trial": np.int64, "model": str, "n_train": np.int64,
                            "test_mae": np.float64, "train_mae": np.float64,
                            "fit_time_s": np.float64})
@@ -571,6 +577,10 @@ class _Lookup(TransformerMixin, BaseEstimator):
 
     def __init__(self, table=None):
         self.table = table
+
+    def __sklearn_clone__(self):
+        """Stateless: clones share this instance, not a deep copy of the whole table."""
+        return self
 
     def fit(self, X=None, y=None):
         return self

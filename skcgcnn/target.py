@@ -5,7 +5,8 @@ back to the target's own units on prediction.
 
 * ``"tanh"``: y' = ½[tanh(0.01 (y − μ)/s) + 1] (Lee & Asahi, eq. 6), μ the mean
   and s the standard deviation of the training targets.
-* ``"standard"``: y' = (y − μ)/s.
+* ``"standard"``: y' = (y − μ)/s, the default here as in the estimators
+  (``CGCNNRegressor(target_normalization="standard")``).
 * ``None``: y' = y.
 """
 
@@ -26,7 +27,7 @@ def _check_kind(kind):
         raise ValueError(f"target_normalization must be one of {TARGET_NORMALIZATIONS}, got {kind!r}")
 
 
-def fit_target_stats(y, kind="tanh"):
+def fit_target_stats(y, kind="standard"):
     """Mean and scale of the training targets for a normalisation.
 
     Parameters
@@ -34,7 +35,7 @@ def fit_target_stats(y, kind="tanh"):
     y : array-like of shape (n_samples,) or (n_samples, n_targets)
         Training targets, in their own units. With several columns each gets
         its own statistics, over its finite values (missing labels are NaN).
-    kind : {"tanh", "standard", None}, default="tanh"
+    kind : {"standard", "tanh", None}, default="standard"
 
     Returns
     -------
@@ -62,17 +63,19 @@ def fit_target_stats(y, kind="tanh"):
     return float(y.mean()), scale if scale > 0 else 1.0
 
 
-def normalize(y, mean, scale, kind="tanh"):
+def normalize(y, mean, scale, kind="standard"):
     """Map targets to the network's scale.
 
     Examples
     --------
     >>> import numpy as np
     >>> from skcgcnn.target import normalize, denormalize
-    >>> yn = normalize(np.array([0.0, 10.0]), 5.0, 5.0)
+    >>> normalize(np.array([0.0, 10.0]), 5.0, 5.0)
+    array([-1.,  1.])
+    >>> yn = normalize(np.array([0.0, 10.0]), 5.0, 5.0, "tanh")
     >>> np.round(yn, 6)
     array([0.495, 0.505])
-    >>> np.round(denormalize(yn, 5.0, 5.0), 6)
+    >>> np.round(denormalize(yn, 5.0, 5.0, "tanh"), 6)
     array([ 0., 10.])
     """
     _check_kind(kind)
@@ -85,7 +88,7 @@ def normalize(y, mean, scale, kind="tanh"):
     return 0.5 * (np.tanh(_TANH_GAIN * z) + 1.0)
 
 
-def denormalize(y, mean, scale, kind="tanh"):
+def denormalize(y, mean, scale, kind="standard"):
     """Map network outputs back to the target's units (inverse of :func:`normalize`)."""
     _check_kind(kind)
     y = np.asarray(y, dtype=np.float64)

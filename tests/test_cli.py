@@ -245,14 +245,30 @@ def test_compare_prints_table_and_ttest(folder, tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert "16 crystals, target 'target', 2 trial(s) of 11/2/2 train/validation/test" in out[0]
     assert out[1].startswith("model") and "test MAE A^3, mean (std)" in out[1]
-    assert [line.split()[0] for line in out[2:7]] == ["TL-CGCNN", "CGCNN", "RF", "SVR", "LASSO"]
-    assert out[7].startswith("paired t-test TL-CGCNN vs CGCNN over 2 trials: t = ")
-    p = float(out[7].split("p = ")[1].split()[0])
+    assert [line.split()[0] for line in out[2:8]] == ["TL-CGCNN", "CGCNN", "RF", "SVR", "LASSO",
+                                                      "PLS"]
+    assert out[8].startswith("paired t-test TL-CGCNN vs CGCNN over 2 trials: t = ")
+    p = float(out[8].split("p = ")[1].split()[0])
     assert 0.0 <= p <= 1.0
     trials = pd.read_csv(results)
-    assert len(trials) == 10 and set(trials.trial) == {0, 1}
+    assert len(trials) == 12 and set(trials.trial) == {0, 1}
     mean_rf = trials[trials.model == "RF"].test_mae.mean()
     assert f"{mean_rf:.4g} (" in out[4]
+
+
+def test_lookup_is_not_copied_by_clone(tiny):
+    # compare clones its pipelines for every trial: the graph table must be shared
+    from sklearn.base import clone
+    from sklearn.dummy import DummyRegressor
+    from sklearn.pipeline import Pipeline
+
+    from skcgcnn.stats import _Lookup
+
+    _, graphs, _ = tiny
+    lookup = _Lookup(graphs)
+    pipe = clone(Pipeline([("graphs", lookup), ("model", DummyRegressor())]))
+    assert pipe.steps[0][1].table is graphs
+    assert pipe.steps[0][1].transform([3, 1])[0] is graphs[3]
 
 
 def test_default_training_size_is_4_1_1():

@@ -57,9 +57,40 @@ def test_index_and_api_pages_exist(html):
     assert (html / "gen_modules" / "skcgcnn.CrystalGraphTransformer.html").is_file()
 
 
+def _gallery_conf_literals():
+    """The literal values of docs/conf.py's sphinx_gallery_conf (read, not executed)."""
+    import ast
+
+    for node in ast.parse((DOCS / "conf.py").read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == \
+                "sphinx_gallery_conf":
+            return {ast.literal_eval(k): ast.literal_eval(v)
+                    for k, v in zip(node.value.keys, node.value.values)
+                    if isinstance(v, ast.Constant)}
+    raise AssertionError("docs/conf.py sets no sphinx_gallery_conf")
+
+
 def test_every_gallery_example_has_a_page():
+    """Without a build: the gallery takes every plot_*.py and only those, each has the
+    title sphinx-gallery needs, and the gallery is in the documentation's table of contents."""
+    import re
+
+    from sphinx_gallery.gen_rst import extract_intro_and_title
+    from sphinx_gallery.py_source_parser import split_code_and_text_blocks
+
     examples = sorted(EXAMPLES.glob("plot_*.py"))
     assert examples, "no gallery examples (examples/plot_*.py)"
+    conf = _gallery_conf_literals()
+    for path in EXAMPLES.glob("*.py"):
+        taken = bool(re.search(conf["filename_pattern"], path.name)) and \
+            not re.search(conf["ignore_pattern"], path.name)
+        assert taken == path.name.startswith("plot_"), path.name
+    for path in examples:
+        _, blocks = split_code_and_text_blocks(str(path))[:2]
+        assert blocks[0][0] == "text", f"{path.name} starts without a docstring"
+        intro, title = extract_intro_and_title(str(path), blocks[0][1])
+        assert title and intro, f"{path.name} has no title and introduction"
+    assert re.search(r"^\s+auto_examples/index\s*$", (DOCS / "index.rst").read_text(), re.M)
 
 
 @pytest.mark.parametrize("example", sorted(p.stem for p in EXAMPLES.glob("plot_*.py")))

@@ -234,6 +234,22 @@ def test_as_graph_array():
     assert arr[0] is gs[0] and arr[1] is gs[1]
 
 
+def test_graph_array_or_none_is_the_one_test_for_graphs():
+    import pandas as pd
+
+    from skcgcnn.graph import _graph_array_or_none
+
+    gs = [build_graph(bulk("Cu", a=3.6)), build_graph(nacl())]
+    arr = as_graph_array(gs)
+    assert _graph_array_or_none(arr) is arr  # no copy
+    for form in (gs, tuple(gs), pd.Series(gs)):
+        out = _graph_array_or_none(form)
+        assert out.dtype == object and out.shape == (2,) and out[1] is gs[1]
+    for other in ([], [bulk("Cu")], [gs[0], bulk("Cu")], np.array([1.0, 2.0]),
+                  np.empty((0,), dtype=object), "Cu.cif", gs[0]):
+        assert _graph_array_or_none(other) is None
+
+
 # ----------------------------------------------------------------------- errors
 def test_empty_list_raises():
     with pytest.raises(ValueError, match="empty"):

@@ -52,20 +52,15 @@ def check_invariants(g, n_atoms, radius, max_num_nbr):
         assert (np.diff(g.distances[g.centers == c]) >= 0).all()
 
 
-def build_or_clear_error(structure, **kw):
-    try:
-        return build_graph(structure, **kw)
-    except ValueError as exc:  # allowed, if it says what is wrong
-        assert len(str(exc)) > 20
-        return None
+# Every generated crystal is ordered, has 1 to 6 atoms of elements 1 to 100 and a cell of
+# positive volume: build_graph must build them all. Only unsupported elements, disordered
+# sites and empty or oversized structures may raise (tests at the end of this file).
 
 
 @SETTINGS
 @given(structure=crystals(), radius=radii, max_num_nbr=max_nbrs)
 def test_graph_invariants(structure, radius, max_num_nbr):
-    g = build_or_clear_error(structure, radius=radius, max_num_nbr=max_num_nbr)
-    if g is None:
-        return
+    g = build_graph(structure, radius=radius, max_num_nbr=max_num_nbr)
     check_invariants(g, len(structure), radius, max_num_nbr)
     np.testing.assert_array_equal(g.numbers, structure.atomic_numbers)
     assert g.radius == radius and g.max_num_nbr == max_num_nbr
@@ -75,9 +70,7 @@ def test_graph_invariants(structure, radius, max_num_nbr):
 @given(structure=crystals(), radius=radii, max_num_nbr=max_nbrs)
 def test_graph_matches_ase_neighbour_list(structure, radius, max_num_nbr):
     """The kept distances are the nearest ones ASE finds within the radius."""
-    g = build_or_clear_error(structure, radius=radius, max_num_nbr=max_num_nbr)
-    if g is None:
-        return
+    g = build_graph(structure, radius=radius, max_num_nbr=max_num_nbr)
     atoms = Atoms(numbers=structure.atomic_numbers, positions=structure.cart_coords,
                   cell=structure.lattice.matrix, pbc=True)
     # a slightly larger cutoff, to see the neighbours sitting on the sphere
@@ -105,9 +98,7 @@ def test_graph_matches_ase_neighbour_list(structure, radius, max_num_nbr):
        shift=st.tuples(*[st.floats(-1.0, 1.0)] * 3))
 def test_translation_and_supercell_keep_neighbour_distances(structure, radius, max_num_nbr,
                                                             shift):
-    g = build_or_clear_error(structure, radius=radius, max_num_nbr=max_num_nbr)
-    if g is None:
-        return
+    g = build_graph(structure, radius=radius, max_num_nbr=max_num_nbr)
 
     def per_center(graph, n):
         return [graph.distances[graph.centers == c] for c in range(n)]
@@ -118,12 +109,12 @@ def test_translation_and_supercell_keep_neighbour_distances(structure, radius, m
     moved.translate_sites(list(range(n)), shift, frac_coords=True, to_unit_cell=True)
     gm = build_graph(moved, radius=radius, max_num_nbr=max_num_nbr)
     for a, b in zip(base, per_center(gm, n)):
-        if len(a) == len(b):
-            np.testing.assert_allclose(a, b, atol=1e-4)
-        else:  # only a neighbour sitting on the cutoff may come or go
-            assert abs(len(a) - len(b)) >= 1
-            longest = max(np.max(a, initial=0), np.max(b, initial=0))
-            assert longest == pytest.approx(radius, abs=1e-4)
+        # the same nearest distances; only neighbours sitting on the cutoff sphere may
+        # come or go with the rounding of the moved coordinates
+        n_common = min(len(a), len(b))
+        np.testing.assert_allclose(a[:n_common], b[:n_common], atol=1e-4)
+        extra = a[n_common:] if len(a) > len(b) else b[n_common:]
+        np.testing.assert_allclose(extra, radius, atol=1e-4)
     sc = structure * (2, 1, 1)
     gs = build_graph(sc, radius=radius, max_num_nbr=max_num_nbr)
     check_invariants(gs, 2 * n, radius, max_num_nbr)
@@ -144,3 +135,13 @@ def test_unsupported_numbers_raise_value_error(numbers, good):
                   cell=[5, 5, 5], pbc=True)
     with pytest.raises(ValueError, match="atomic number"):
         build_graph(atoms)
+
+
+def test_only_unbuildable_structures_raise():
+    cell = Lattice.cubic(4.0)
+    with pytest.raises(ValueError, match="disordered"):
+        build_graph(Structure(cell, [{"Cu": 0.5, "Au": 0.5}], [[0, 0, 0]]))
+    with pytest.raises(ValueError, match="no atoms"):
+        build_graph(Atoms(cell=[4, 4, 4], pbc=True))
+    with pytest.raises(ValueError, match="more than max_atoms=1"):
+        build_graph(Structure(cell, ["Cu", "Cu"], [[0, 0, 0], [0.5, 0.5, 0.5]]), max_atoms=1)

@@ -1,7 +1,5 @@
 """Tests of skcgcnn.model: the CGCNN network."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -276,10 +274,20 @@ def test_resolve_conv_dtype(monkeypatch):
         resolve_conv_dtype("half")
 
 
-def test_cpu_bfloat16_detection_reads_cpu_flags():
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    expected = any(f in flags.split() for f in ("avx512_bf16", "amx_bf16", "bf16"))
-    assert model_module._cpu_has_native_bfloat16() == expected
+@pytest.mark.parametrize("cpuinfo, expected", [
+    ("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n", True),  # Cooper Lake on
+    ("flags\t\t: fpu avx2 amx_tile amx_bf16\n", True),  # Sapphire Rapids AMX
+    ("flags\t\t: fpu sse avx2 avx512f avx512bw\n", False),  # AVX-512 without BF16
+    ("flags\t\t: fpu avx2 avx512_bf16x\n", False),  # a flag that only contains the name
+    ("Features\t: fp asimd sve bf16 i8mm\n", True),  # Arm with BF16
+    ("Features\t: fp asimd evtstrm\n", False),
+    ("model name\t: a CPU without a flags line\n", False),
+])
+def test_cpu_bfloat16_detection_on_given_flags(tmp_path, cpuinfo, expected):
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    assert model_module._cpu_has_native_bfloat16(str(path)) is expected
+    assert model_module._cpu_has_native_bfloat16(str(tmp_path / "missing")) is False
 
 
 def test_estimator_auto_precision_is_the_resolved_one():

@@ -29,7 +29,7 @@ def fitted():
     y = LATTICE ** 3 / 4
     model = CGCNNRegressor(atom_fea_len=8, n_conv=1, h_fea_len=8, radius=6.0, max_num_nbr=8,
                            max_epochs=2, batch_size=4, validation_fraction=None,
-                           random_state=0, conv_dtype="float32")  # load_pretrained's precision
+                           random_state=0, conv_dtype="float32")
     return model.fit(X, y), X
 
 
@@ -172,7 +172,7 @@ def test_load_by_path_returns_equal_tensors(saved, fitted, how):
     model, X = fitted
     arg = {"pt": path, "json": path.with_suffix(".json"), "stem": path.with_suffix(""),
            "str": str(path)}[how]
-    module, loaded_card = load_pretrained(arg)
+    module, loaded_card = load_pretrained(arg, conv_dtype="float32")  # the model's precision
     assert isinstance(module, CGCNN)
     assert not module.training
     assert loaded_card == card
@@ -282,3 +282,27 @@ def test_invalid_card_raises(saved, text):
     path.with_suffix(".json").write_text(text)
     with pytest.raises(ValueError, match="not a valid skcgcnn card"):
         load_pretrained(path)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_load_pretrained_and_load_estimator_share_one_precision_rule(saved, fitted, monkeypatch,
+                                                                     native):
+    import skcgcnn.model as model_module
+    from skcgcnn.pretrained import load_estimator
+
+    path, _ = saved
+    _, X = fitted
+    monkeypatch.setattr(model_module, "_cpu_has_native_bfloat16", lambda: native)
+    expected = "bfloat16" if native else "float32"
+    module, card = load_pretrained(path)
+    estimator = load_estimator(path)
+    assert module.conv_dtype == estimator.module_.conv_dtype == expected
+    Xb, _ = collate_graphs([(g, 0.0) for g in X])
+    with torch.no_grad():
+        out = module(**Xb).numpy()
+    pred = denormalize(out, module.target_mean.item(), module.target_scale.item(),
+                       card["target_normalization"])
+    np.testing.assert_array_equal(pred, estimator.predict(X))
+    for load in (lambda: load_pretrained(path, conv_dtype="float32")[0],
+                 lambda: load_estimator(path, conv_dtype="float32").module_):
+        assert load().conv_dtype == "float32"

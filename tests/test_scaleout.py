@@ -47,10 +47,14 @@ def test_grid_search_on_dask(client, tiny):
     with distributed.get_task_stream(client) as ts, joblib.parallel_config(backend="dask"):
         search.fit(atoms, y)
     assert _ran_on_workers(ts)  # the fits went to the cluster
-    assert search.best_params_["cgcnnregressor__lr"] in (0.01, 0.001)
-    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
-    pred = search.best_estimator_.predict(atoms)
-    assert pred.shape == (len(y),) and np.isfinite(pred).all()
+    # the same search in this process: the cluster changes where fits run, not what they give
+    local = GridSearchCV(pipe, {"cgcnnregressor__lr": [0.01, 0.001]}, cv=2,
+                         scoring="neg_mean_absolute_error", n_jobs=1).fit(atoms, y)
+    np.testing.assert_allclose(search.cv_results_["mean_test_score"],
+                               local.cv_results_["mean_test_score"], rtol=1e-4)
+    assert search.best_params_ == local.best_params_
+    np.testing.assert_allclose(search.best_estimator_.predict(atoms),
+                               local.best_estimator_.predict(atoms), rtol=1e-4)
 
 
 def test_run_trials_on_dask_resumable(client, tmp_path):

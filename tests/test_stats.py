@@ -141,6 +141,26 @@ def test_resume_skips_finished_rows(tmp_path, linear_data):
     assert not list(tmp_path.glob(".results-*"))  # no temporary file left behind
 
 
+def _intercept(est):
+    return est.intercept_
+
+
+def test_extra_scores_are_saved_and_resumed(tmp_path, linear_data):
+    X, y = linear_data
+    path = tmp_path / "results.csv"
+    splits = repeated_splits(len(y), 40, 2)
+    extra = {"intercept": _intercept}
+    first = run_trials({"lin": LinearRegression()}, X, y, splits[:1], path=path,
+                       extra_scores=extra)
+    assert list(first.columns[-1:]) == ["intercept"]
+    full = run_trials({"lin": LinearRegression()}, X, y, splits, path=path, extra_scores=extra)
+    for t, (train, val, _) in enumerate(splits):
+        idx = np.concatenate([train, val])
+        expected = LinearRegression().fit(X[idx], y[idx]).intercept_
+        assert full.intercept[t] == pytest.approx(expected)
+    pd.testing.assert_frame_equal(pd.read_csv(path), full)
+
+
 def test_resume_with_backend_without_generators(tmp_path, linear_data):
     """joblib's multiprocessing backend (and ray's) returns no generator: waves."""
     X, y = linear_data

@@ -32,7 +32,7 @@ def test_tanh_is_eq6():
     np.testing.assert_allclose(normalize(y, mean, scale, "tanh"), expected)
     assert normalize(np.array([mean]), mean, scale, "tanh")[0] == 0.5
     # all outputs in (0, 1)
-    yn = normalize(Y, *fit_target_stats(Y), "tanh")
+    yn = normalize(Y, *fit_target_stats(Y, "tanh"), "tanh")
     assert ((yn > 0) & (yn < 1)).all()
 
 
@@ -51,8 +51,17 @@ def test_none_is_identity():
     np.testing.assert_array_equal(denormalize(Y, 5.0, 3.0, None), Y)
 
 
-def test_default_kind_is_tanh():
-    np.testing.assert_array_equal(normalize(Y, 1.0, 2.0), normalize(Y, 1.0, 2.0, "tanh"))
+def test_default_kind_is_the_estimators_standard():
+    import inspect
+
+    from skcgcnn import CGCNNRegressor
+
+    default = inspect.signature(CGCNNRegressor).parameters["target_normalization"].default
+    assert default == "standard"
+    for func in (fit_target_stats, normalize, denormalize):
+        assert inspect.signature(func).parameters["kind"].default == default, func
+    np.testing.assert_array_equal(normalize(Y, 1.0, 2.0), (Y - 1.0) / 2.0)
+    np.testing.assert_array_equal(denormalize(Y, 1.0, 2.0), Y * 2.0 + 1.0)
     assert fit_target_stats([1.0, 2.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2 / 3)))
 
 

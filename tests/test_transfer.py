@@ -86,3 +86,36 @@ def test_bundled_formation_energy_model_loads():
     assert card["target"] == "formation_energy_per_atom" and card["units"] == "eV/atom"
     assert card["n_validation"] == 2500 and card["n_test"] == 2500
     assert not module.training
+
+
+def test_set_params_pretrained_reads_the_new_card(tiny, source, tmp_path):
+    # the card is cached; another pretrained model must not be checked against the old one
+    _, graphs, y = tiny
+    _, path = source
+    atoms = tiny[0]
+    other_net = CGCNNRegressor(atom_fea_len=16, h_fea_len=24, radius=6.0, max_num_nbr=8,
+                               **FAST).fit(CrystalGraphTransformer(6.0, 8).transform(atoms), y)
+    other = tmp_path / "other.pt"
+    save_pretrained(other_net, other)
+    model = TransferCGCNNRegressor(path, **FAST)
+    assert model._featurizer_settings() == (8.0, 12)
+    model.set_params(pretrained=other)
+    assert model._featurizer_settings() == (6.0, 8)
+    assert model.card_["featurizer"]["radius"] == 6.0
+    model.fit(CrystalGraphTransformer(6.0, 8).transform(atoms), y)
+    with pytest.raises(ValueError, match="radius=6.0, max_num_nbr=8, but this model uses "
+                                         "radius=8.0"):
+        model.set_params(pretrained=path).fit(CrystalGraphTransformer(6.0, 8).transform(atoms), y)
+
+
+def test_differential_learning_rates_for_pretrained_layers(tiny, source):
+    _, graphs, y = tiny
+    _, path = source
+    groups = [("embedding.*", {"lr": 0.0}), ("convs.*", {"lr": 0.0})]
+    model = TransferCGCNNRegressor(path, optimizer__param_groups=groups, **FAST)
+    model.fit(graphs, 2 * y)
+    saved = load_state_dict(path)
+    state = model.module_.state_dict()
+    # a learning rate of 0 keeps the pretrained weights, while the new head trains
+    assert torch.equal(state["convs.0.fc_bond.weight"], saved["convs.0.fc_bond.weight"])
+    assert [g["lr"] for g in model.optimizer_.param_groups] == [0.0, 0.0, 0.005]

@@ -93,7 +93,7 @@ def _resolve(name_or_path):
     return PRETRAINED_DIR / f"{name_or_path}.pt", PRETRAINED_DIR / f"{name_or_path}.json"
 
 
-def load_pretrained(name_or_path):
+def load_pretrained(name_or_path, conv_dtype="auto"):
     """Load a pretrained network and its model card.
 
     Parameters
@@ -101,6 +101,13 @@ def load_pretrained(name_or_path):
     name_or_path : str or path-like
         A name from :func:`list_pretrained` or the path of a ``.pt`` file
         with its ``.json`` card beside it.
+    conv_dtype : {"auto", "float32", "bfloat16"}, default="auto"
+        Precision of the network's convolutions, as in
+        :class:`~skcgcnn.CGCNNRegressor`, and resolved by the same rule
+        (:func:`~skcgcnn.model.resolve_conv_dtype`): ``"auto"`` is bfloat16
+        on a CPU with bfloat16 instructions and float32 elsewhere. The same
+        default as :func:`load_estimator`'s, so that the two predict alike;
+        pass ``"float32"`` for full precision everywhere.
 
     Returns
     -------
@@ -127,8 +134,9 @@ def load_pretrained(name_or_path):
     """
     from ..features import element_feature_fingerprint
     from ..io import load_state_dict
-    from ..model import CGCNN
+    from ..model import CGCNN, resolve_conv_dtype
 
+    conv_dtype = resolve_conv_dtype(conv_dtype)
     weights, card_path = _resolve(name_or_path)
     try:
         with open(card_path) as f:
@@ -144,7 +152,7 @@ def load_pretrained(name_or_path):
             f"{fingerprint!r}, but this installation computes {element_feature_fingerprint()!r}; "
             "its weights would read the wrong atom features")
     state = load_state_dict(weights)
-    module = CGCNN(**arch)
+    module = CGCNN(**arch, conv_dtype=conv_dtype)
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -160,7 +168,7 @@ def load_pretrained(name_or_path):
     return module.eval(), card
 
 
-def load_estimator(name_or_path, device="cpu"):
+def load_estimator(name_or_path, device="cpu", conv_dtype="auto"):
     """A fitted :class:`~skcgcnn.CGCNNRegressor` rebuilt from a saved model and its card.
 
     The network's architecture, featurizer settings and target normalisation
@@ -177,6 +185,9 @@ def load_estimator(name_or_path, device="cpu"):
         with its ``.json`` card beside it.
     device : str, default="cpu"
         Torch device of the estimator, e.g. ``"cuda"``.
+    conv_dtype : {"auto", "float32", "bfloat16"}, default="auto"
+        Precision of the convolutions, as in :func:`load_pretrained` (the
+        same default and rule, so both predict alike).
 
     Returns
     -------
@@ -203,10 +214,10 @@ def load_estimator(name_or_path, device="cpu"):
     """
     from ..estimators import CGCNNRegressor
 
-    module, card = load_pretrained(name_or_path)
+    module, card = load_pretrained(name_or_path, conv_dtype)
     arch = {k: card["architecture"][k] for k in ARCHITECTURE_KEYS}
     estimator = CGCNNRegressor(
-        **arch, max_num_nbr=card["featurizer"]["max_num_nbr"],
+        **arch, max_num_nbr=card["featurizer"]["max_num_nbr"], conv_dtype=conv_dtype,
         target_normalization=card.get("target_normalization", "standard"), device=device)
     estimator.n_outputs_ = module.hparams["n_targets"]
     estimator.initialize()
