@@ -129,3 +129,17 @@ def test_atomic_checkpoint_resumes(tiny, tmp_path):
     resumed = CGCNNRegressor(**kw).fit(graphs, y)
     assert len(resumed.history) == 4
     assert resumed.history[1, "train_loss"] == first.history[1, "train_loss"]
+
+
+def test_warns_when_one_batch_holds_every_training_crystal(tiny):
+    import warnings
+
+    _, graphs, y = tiny
+    n_train = len(y) - int(np.ceil(0.2 * len(y)))  # the validation split is held out
+    with pytest.warns(UserWarning, match=f"holds all {n_train} training crystals"):
+        CGCNNRegressor(max_epochs=1, batch_size=n_train, random_state=0).fit(graphs, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        CGCNNRegressor(max_epochs=1, batch_size=n_train - 1, random_state=0).fit(graphs, y)
+        CGCNNRegressor(max_epochs=1, batch_size=len(y) - 1, validation_fraction=None,
+                       random_state=0).fit(graphs, y)
