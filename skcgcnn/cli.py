@@ -495,7 +495,7 @@ def build_parser():
     >>> from skcgcnn.cli import build_parser
     >>> args = build_parser().parse_args(["finetune", "data/", "-o", "model.pt"])
     >>> args.command, args.pretrained, args.lr, args.epochs
-    ('finetune', 'mp-formation-energy', 0.005, 500)
+    ('finetune', 'mp-formation-energy', 0.01, 30)
     """
     scratch = CGCNNRegressor().get_params()
     transfer = TransferCGCNNRegressor().get_params()
