@@ -61,7 +61,7 @@ def main(argv=None):
     y = np.log10(table["K_VRH"].to_numpy(float))
     done = pd.read_csv(args.csv) if os.path.isfile(args.csv) else pd.DataFrame()
     rows = done.to_dict("records")
-    common = dict(max_epochs=args.epochs, lr_decay_epoch=args.epochs // 2,
+    common = dict(max_epochs=args.epochs, lr_decay_epoch=args.epochs // 2, lr_schedule="step",
                   batch_size=args.batch_size, conv_dtype=args.conv_dtype)
     for split in range(args.splits):
         idx = np.random.RandomState(split).permutation(len(y))

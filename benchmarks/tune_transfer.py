@@ -70,6 +70,7 @@ def fit_variant(name, graphs, y, split, trial, pretrained):
         cls = CGCNNRegressor
     else:
         cls, kw["pretrained"] = TransferCGCNNRegressor, pretrained
+        kw.setdefault("lr", paper.TL_LR)
     t0 = time.time()
     X, y_fit = graphs[fit_idx], y[fit_idx]
     if n_members:  # seeds 0..n-1: each member also holds out other validation crystals
