@@ -227,10 +227,22 @@ def machine_info():
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith("model name") and "cpu_model" not in info:
                     info["cpu_model"] = line.split(":", 1)[1].strip()
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    # what decides the speed of the float32 and bfloat16 paths
+                    info["cpu_features"] = sorted(flags & {
+                        "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
+                        "amx_tile", "asimd", "bf16", "sve"})
                     break
     except OSError:
+        pass
+    try:
+        from skcgcnn.model import resolve_conv_dtype
+
+        info["conv_dtype_auto"] = resolve_conv_dtype("auto")
+    except ImportError:
         pass
     return info
 

@@ -17,7 +17,8 @@ skcgcnn
     ``load_cgcnn_folder``, ``CrystalGraphTransformer(n_jobs=2)``, and
     ``CGCNNRegressor(max_epochs=E, conv_dtype=...)`` fitted on 90 % of the crystals, of which it
     holds out 1/9 to pick the best epoch (80 : 10 split), then predicting the
-    last 10 %.
+    last 10 %; once per ``--conv-dtype`` (by default ``float32`` forced, then
+    ``auto``, the default), each side by side with the one cgcnn2 run.
 cgcnn2
     ``cgcnn-tr --full-set DIR -trr 0.8 -vr 0.1 -tr 0.1 -e E`` (Adam, MSE; it
     featurizes every crystal once, caches in memory, trains, tests).
@@ -102,20 +103,28 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--conv-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                   help="skcgcnn's conv_dtype (default: the estimator's default, auto)")
+    p.add_argument("--conv-dtype", nargs="+", default=["float32", "auto"],
+                   choices=["auto", "float32", "bfloat16"],
+                   help="skcgcnn's conv_dtype, one fresh process each (default: float32 "
+                        "forced, then auto, the estimator's default)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     CACHE.mkdir(parents=True, exist_ok=True)
     root = write_folder(CACHE / f"cgcnn_folder_{args.n}", args.n)
     work = tempfile.mkdtemp()  # cgcnn2 writes output_<pid>/ into its working directory
 
-    code = SKCGCNN_RUN.format(threads=args.threads, root=str(root), epochs=args.epochs,
-                              conv_dtype=args.conv_dtype)
-    sk_wall, sk_out = run([sys.executable, "-c", code], work, args.threads)
-    feat_s, fit_s, sk_mae = map(float, sk_out.split("RESULT")[1].split()[:3])
-    print(f"skcgcnn: {sk_wall:.1f} s (featurize {feat_s:.1f} s, fit+predict {fit_s:.1f} s), "
-          f"test MAE {sk_mae:.3f} eV/atom", flush=True)
+    paths = {}
+    for conv_dtype in args.conv_dtype:
+        code = SKCGCNN_RUN.format(threads=args.threads, root=str(root), epochs=args.epochs,
+                                  conv_dtype=conv_dtype)
+        sk_wall, sk_out = run([sys.executable, "-c", code], work, args.threads)
+        feat_s, fit_s, sk_mae = map(float, sk_out.split("RESULT")[1].split()[:3])
+        paths[conv_dtype] = {"conv_dtype_used": resolve_conv_dtype(conv_dtype),
+                             "skcgcnn_wall_s": sk_wall, "skcgcnn_featurize_s": feat_s,
+                             "skcgcnn_fit_predict_s": fit_s, "skcgcnn_test_mae": sk_mae}
+        print(f"skcgcnn, conv_dtype={conv_dtype} ({resolve_conv_dtype(conv_dtype)}): "
+              f"{sk_wall:.1f} s (featurize {feat_s:.1f} s, fit+predict {fit_s:.1f} s), "
+              f"test MAE {sk_mae:.3f} eV/atom", flush=True)
 
     cg = shutil.which("cgcnn-tr")
     if cg is None:
@@ -124,12 +133,14 @@ def main(argv=None):
                            "-e", str(args.epochs), "-j", "0", "--disable-cuda"], work, args.threads)
     print(f"cgcnn2:  {cg_wall:.1f} s", flush=True)
     shutil.rmtree(work, ignore_errors=True)
+    for conv_dtype, path in paths.items():
+        path["speedup"] = cg_wall / path["skcgcnn_wall_s"]
+        print(f"skcgcnn, conv_dtype={conv_dtype} ({path['conv_dtype_used']}), is "
+              f"{path['speedup']:.1f}x faster end to end")
+    first = args.conv_dtype[0]  # under the keys of earlier versions of this script
     result = {"n_crystals": args.n, "epochs": args.epochs, "threads": args.threads,
-              "conv_dtype": args.conv_dtype, "conv_dtype_used": resolve_conv_dtype(args.conv_dtype),
-              "skcgcnn_wall_s": sk_wall, "skcgcnn_featurize_s": feat_s,
-              "skcgcnn_fit_predict_s": fit_s, "skcgcnn_test_mae": sk_mae,
-              "cgcnn2_wall_s": cg_wall, "speedup": cg_wall / sk_wall, "machine": machine_info()}
-    print(f"skcgcnn is {cg_wall / sk_wall:.1f}x faster end to end")
+              "conv_dtype": first, **paths[first], "paths": paths,
+              "cgcnn2_wall_s": cg_wall, "machine": machine_info()}
     if args.json:
         write_json(result, args.json)
     return result

@@ -4,12 +4,16 @@ Examples
 --------
 python benchmarks/train_speed.py                       # 5,000 crystals, baseline on 1,000
 python benchmarks/train_speed.py --n 2000 --baseline-n 0 --json train_speed.json
+python benchmarks/train_speed.py --conv-dtype auto     # only the default path
 
 skcgcnn
     The first ``--n`` crystals of ``../shared/data/mp_crystals_36k.json.gz``
     are featurized once with ``CrystalGraphTransformer`` (timed on its own),
     then ``CGCNNRegressor(batch_size=256, validation_fraction=None,
-    max_epochs=3)`` is fitted on the formation energies. Seconds per epoch
+    max_epochs=3)`` is fitted on the formation energies, once per
+    ``--conv-dtype`` (by default ``float32`` forced, then ``auto``, the
+    estimators' default: bfloat16 on CPUs with bfloat16 instructions), so
+    that both paths are measured side by side with the baseline in one run. Seconds per epoch
     come from skorch's ``net.history[:, "dur"]``; the throughput of epochs 2
     and 3 is the steady state (epoch 1 includes torch's warm-up).
 original CGCNN pipeline (re-implemented here; ``--baseline-n 0`` skips it)
@@ -177,6 +181,32 @@ def train_original(structures, y, epochs, batch_size, cache=True, seed=0):
     return durations, cpu, cached_bytes
 
 
+def fit_skcgcnn(graphs, y, args, conv_dtype):
+    """Fit CGCNNRegressor with ``conv_dtype``; seconds and rates per epoch."""
+    n = len(graphs)
+    net = CGCNNRegressor(batch_size=args.batch_size, validation_fraction=None,
+                         max_epochs=args.epochs, random_state=0, conv_dtype=conv_dtype,
+                         callbacks=[("cpu_time", EpochCPUTime())])
+    t0, c0 = time.perf_counter(), time.process_time()
+    net.fit(graphs, y)
+    t_fit, c_fit = time.perf_counter() - t0, time.process_time() - c0
+    durs = [float(d) for d in net.history[:, "dur"]]
+    cpu_durs = [float(d) for d in net.history[:, "cpu_dur"]]
+    steady = durs[1:] if len(durs) > 1 else durs
+    cpu_steady = cpu_durs[1:] if len(cpu_durs) > 1 else cpu_durs
+    return {
+        "conv_dtype_used": resolve_conv_dtype(conv_dtype),
+        "epoch_s": durs,
+        "crystals_per_s_epochs": [n / d for d in durs],
+        "crystals_per_s_steady": n * len(steady) / sum(steady),
+        "epoch_cpu_s": cpu_durs,
+        "crystals_per_cpu_s_steady": n * len(cpu_steady) / sum(cpu_steady),
+        "fit_wall_s": t_fit,
+        "fit_cpu_s": c_fit,
+        "train_mae_normalized_last_epoch": float(net.history[-1, "train_loss"]),
+    }
+
+
 # ------------------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
@@ -185,8 +215,10 @@ def main(argv=None):
     p.add_argument("--sample", choices=["head", "random"], default="head",
                    help="the first N crystals of the file (fast to read; smaller cells than "
                         "average) or N drawn at random, seed 0 (reads the whole file)")
-    p.add_argument("--conv-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                   help="CGCNNRegressor(conv_dtype=...) for skcgcnn (default: auto, its default)")
+    p.add_argument("--conv-dtype", choices=["auto", "float32", "bfloat16"], nargs="+",
+                   default=["float32", "auto"],
+                   help="CGCNNRegressor(conv_dtype=...) for skcgcnn, one fit each (default: "
+                        "float32 forced and auto, the estimators' default)")
     p.add_argument("--data", default=str(MP_CRYSTALS), help="matbench-style JSON file")
     p.add_argument("--target", default="formation_energy_per_atom")
     p.add_argument("--epochs", type=int, default=3)
@@ -226,21 +258,6 @@ def main(argv=None):
     print(f"featurized in {t_feat:.2f} s ({1e3 * t_feat / n:.3f} ms/crystal, "
           f"n_jobs={args.n_jobs}); graphs {graph_mib:.1f} MiB", flush=True)
 
-    net = CGCNNRegressor(batch_size=args.batch_size, validation_fraction=None,
-                         max_epochs=args.epochs, random_state=0, conv_dtype=args.conv_dtype,
-                         callbacks=[("cpu_time", EpochCPUTime())])
-    t0, c0 = time.perf_counter(), time.process_time()
-    net.fit(graphs, y)
-    t_fit, c_fit = time.perf_counter() - t0, time.process_time() - c0
-    durs = [float(d) for d in net.history[:, "dur"]]
-    cpu_durs = [float(d) for d in net.history[:, "cpu_dur"]]
-    steady = durs[1:] if len(durs) > 1 else durs
-    cpu_steady = cpu_durs[1:] if len(cpu_durs) > 1 else cpu_durs
-    sk_rate = n * len(steady) / sum(steady)
-    sk_cpu_rate = n * len(cpu_steady) / sum(cpu_steady)
-    peak = peak_rss_mib()
-    print("skcgcnn epochs: " + ", ".join(f"{d:.2f} s ({n / d:.0f}/s)" for d in durs), flush=True)
-
     result = {
         "n_crystals": n,
         "data": os.path.basename(args.data),
@@ -248,25 +265,29 @@ def main(argv=None):
         "atoms_per_crystal_mean": float(n_atoms.mean()),
         "batch_size": args.batch_size,
         "sample": args.sample,
-        "conv_dtype": args.conv_dtype, "conv_dtype_used": resolve_conv_dtype(args.conv_dtype),
         "torch_threads": torch.get_num_threads(),
         "decode_s": t_load,
         "featurize_s": t_feat,
         "featurize_ms_per_crystal": 1e3 * t_feat / n,
         "featurize_n_jobs": args.n_jobs,
         "graphs_mib": graph_mib,
-        "skcgcnn_epoch_s": durs,
-        "skcgcnn_crystals_per_s_epochs": [n / d for d in durs],
-        "skcgcnn_crystals_per_s_steady": sk_rate,
-        "skcgcnn_epoch_cpu_s": cpu_durs,
-        "skcgcnn_crystals_per_cpu_s_steady": sk_cpu_rate,
-        "skcgcnn_fit_wall_s": t_fit,
-        "skcgcnn_fit_cpu_s": c_fit,
         "rss_after_decode_mib": rss_loaded,
         "rss_after_featurize_mib": rss_graphs,
-        "peak_rss_mib": peak,
-        "train_mae_normalized_last_epoch": float(net.history[-1, "train_loss"]),
+        "paths": {},
     }
+    for conv_dtype in args.conv_dtype:
+        path = fit_skcgcnn(graphs, y, args, conv_dtype)
+        result["paths"][conv_dtype] = path
+        print(f"skcgcnn conv_dtype={conv_dtype} ({path['conv_dtype_used']}) epochs: "
+              + ", ".join(f"{d:.2f} s ({n / d:.0f}/s)" for d in path["epoch_s"]), flush=True)
+    # the first path's figures under the keys of earlier versions of this script
+    first = result["paths"][args.conv_dtype[0]]
+    result.update({"conv_dtype": args.conv_dtype[0], "conv_dtype_used": first["conv_dtype_used"],
+                   "skcgcnn_epoch_s": first["epoch_s"],
+                   "skcgcnn_crystals_per_s_steady": first["crystals_per_s_steady"],
+                   "skcgcnn_crystals_per_cpu_s_steady": first["crystals_per_cpu_s_steady"]})
+    peak = peak_rss_mib()
+    result["peak_rss_mib"] = peak
 
     if args.baseline_n:
         m = min(args.baseline_n, n)
@@ -305,19 +326,29 @@ def main(argv=None):
         bl_feat = f"{1e3 * extra / m:.1f} (epoch 1 minus a cached epoch), every epoch"
     rows = [["featurization (ms/crystal)", f"{result['featurize_ms_per_crystal']:.3f}, once",
              bl_feat, "23, every epoch without the cache"]]
-    for e in range(len(durs)):
-        bl = ""
+    bl_steady_rate = (f"{result['baseline_crystals_per_s_steady']:.0f}"
+                      if args.baseline_n else "")
+    bl_cpu_rate = (f"{result['baseline_crystals_per_cpu_s_steady']:.0f}"
+                   if args.baseline_n else "")
+    for conv_dtype, path in result["paths"].items():
+        label = f"conv_dtype={conv_dtype} ({path['conv_dtype_used']})"
+        durs = path["epoch_s"]
+        ratio = ""
         if args.baseline_n:
-            bl = f"{result['baseline_crystals_per_s_epochs'][e]:.0f}"
-            bl += " (featurizing)" if e == 0 or args.baseline_no_cache else " (warm cache)"
-        quoted = "38 (featurizing)" if e == 0 else "480–506 (warm cache)"
-        rows.append([f"epoch {e + 1} (crystals/s)", f"{n / durs[e]:.0f}", bl, quoted])
-    rows.append([f"epochs 2–{len(durs)} (crystals/s)", f"{sk_rate:.0f}",
-                 f"{result['baseline_crystals_per_s_steady']:.0f}" if args.baseline_n else "",
-                 "59–62 with 2 loader workers, every epoch"])
-    rows.append([f"epochs 2–{len(durs)}, per CPU second (crystals/CPU s)", f"{sk_cpu_rate:.0f}",
-                 f"{result['baseline_crystals_per_cpu_s_steady']:.0f}" if args.baseline_n else "",
-                 ""])
+            ratio = (f", {path['crystals_per_s_steady'] / result['baseline_crystals_per_s_steady']:.2f}x"
+                     f" the original (CPU s: {path['crystals_per_cpu_s_steady'] / result['baseline_crystals_per_cpu_s_steady']:.2f}x)")
+        rows.append([f"{label}, epochs (crystals/s)",
+                     ", ".join(f"{n / d:.0f}" for d in durs), "", ""])
+        rows.append([f"{label}, epochs 2–{len(durs)} (crystals/s)",
+                     f"{path['crystals_per_s_steady']:.0f}{ratio}", bl_steady_rate,
+                     "59–62 with 2 loader workers, every epoch"])
+        rows.append([f"{label}, per CPU second (crystals/CPU s)",
+                     f"{path['crystals_per_cpu_s_steady']:.0f}", bl_cpu_rate, ""])
+    if args.baseline_n:
+        rows.append(["original, epochs (crystals/s)", "",
+                     ", ".join(f"{r:.0f}" for r in result["baseline_crystals_per_s_epochs"])
+                     + " (epoch 1 featurizing, then warm cache)", "38 (featurizing), "
+                     "480–506 (warm cache)"])
     rows.append(["data held in memory (MiB)", f"{graph_mib:.1f} ({n} graphs)",
                  (f"{result['baseline_cache_mib']:.1f} ({result['baseline_n_crystals']} cached "
                   "crystals)") if args.baseline_n and not args.baseline_no_cache else "",
@@ -331,11 +362,16 @@ def main(argv=None):
     if args.baseline_n:
         print(f"atoms per crystal: mean {n_atoms.mean():.1f} (skcgcnn set), "
               f"{result['baseline_atoms_per_crystal_mean']:.1f} (baseline subset).")
-    print(f"skcgcnn fit: {t_fit:.1f} s wall, {c_fit:.1f} s CPU over {len(durs)} epochs; RSS "
+    for conv_dtype, path in result["paths"].items():
+        print(f"skcgcnn fit, conv_dtype={conv_dtype}: {path['fit_wall_s']:.1f} s wall, "
+              f"{path['fit_cpu_s']:.1f} s CPU over {len(path['epoch_s'])} epochs")
+    print(f"RSS "
           f"{rss_loaded:.0f} MiB after decoding, {rss_graphs:.0f} MiB after featurizing, peak "
           f"{peak:.0f} MiB. torch threads {torch.get_num_threads()}.")
     info = result["machine"]
-    print(f"machine: {info['cpu_count']} CPUs, load average {info['load_average_1_5_15'][0]:.2f} "
+    print(f"machine: {info['cpu_count']} CPUs ({info.get('cpu_model', '?')}; "
+          f"{', '.join(info.get('cpu_features', []))}; conv_dtype='auto' is "
+          f"{info.get('conv_dtype_auto')}), load average {info['load_average_1_5_15'][0]:.2f} "
           f"at the end, torch {info['torch']}")
     if args.json:
         write_json(result, args.json)

@@ -71,6 +71,7 @@ def variant_model(name, pretrained):
         cls = CGCNNRegressor
     else:
         cls, kw["pretrained"] = TransferCGCNNRegressor, pretrained
+        kw.setdefault("lr", paper.TL_LR)
     # seeds 0..n-1: each member also holds out other validation crystals
     return paper.ensemble(cls, kw, n_members) if n_members else cls(**kw)
 

@@ -38,10 +38,10 @@ structures, bulk_modulus = load_dcdft()
 y = np.log10(bulk_modulus)
 cv = KFold(5, shuffle=True, random_state=0)
 nets = dict(max_epochs=args.epochs, lr_decay_epoch=args.epochs * 2 // 3, batch_size=32,
-            random_state=0)
+            random_state=0, lr_schedule="step")
 models = {
     "TL-CGCNN (mp-formation-energy)": make_pipeline(
-        CrystalGraphTransformer(), TransferCGCNNRegressor("mp-formation-energy", **nets)),
+        CrystalGraphTransformer(), TransferCGCNNRegressor("mp-formation-energy", lr=0.005, **nets)),
     "CGCNN from scratch": make_pipeline(CrystalGraphTransformer(), CGCNNRegressor(**nets)),
     "random forest, magpie": make_pipeline(
         MagpieFeaturizer(), RandomForestRegressor(n_estimators=300, random_state=0)),

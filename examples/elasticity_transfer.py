@@ -35,13 +35,14 @@ frame = load_matbench_json(args.data)
 graphs = CrystalGraphTransformer(n_jobs=2).transform(frame["structure"])
 y = np.log10(frame["K_VRH"].to_numpy())
 common = dict(max_epochs=args.epochs, lr_decay_epoch=args.epochs // 2, batch_size=64,
-              conv_dtype=args.conv_dtype)
+              conv_dtype=args.conv_dtype, lr_schedule="step")
 rows = []
 for seed in range(args.splits):
     idx = np.random.RandomState(seed).permutation(len(y))
     train, test = idx[:625], idx[625:1125]
     for name, model in [
-        ("TL-CGCNN", TransferCGCNNRegressor(args.pretrained, random_state=seed, **common)),
+        ("TL-CGCNN", TransferCGCNNRegressor(args.pretrained, lr=0.005, random_state=seed,
+                                            **common)),
         ("CGCNN", CGCNNRegressor(random_state=seed, **common)),
     ]:
         t = time.time()

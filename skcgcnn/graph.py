@@ -250,6 +250,22 @@ def _read_p1_cif(path):
     return numbers, frac[order] @ lattice, np.asarray(lattice, dtype=float)
 
 
+def _site_numbers(structure):
+    """Atomic numbers of an ordered pymatgen Structure from its sites' species
+    mappings (twice as fast as ``site.specie``), or None when a site is not one
+    species at full occupancy or the layout is not the expected one."""
+    numbers = []
+    try:
+        for site in structure:
+            (species, occupancy), = site.species._data.items()
+            if occupancy != 1:
+                return None
+            numbers.append(species.Z)
+    except (AttributeError, ValueError, TypeError):
+        return None
+    return np.array(numbers, dtype=np.int64)
+
+
 def _structure_arrays(obj, index=None):
     """Atomic numbers, cartesian coordinates, lattice and pbc of one input.
 
@@ -274,7 +290,9 @@ def _structure_arrays(obj, index=None):
             lattice = np.diag(np.ptp(coords, axis=0) + 1.0) if len(coords) else np.eye(3)
     elif hasattr(obj, "lattice") and hasattr(obj, "cart_coords"):  # pymatgen Structure
         try:  # one pass over the sites; pymatgen refuses it for disordered ones
-            numbers = np.array([site.specie.Z for site in obj], dtype=np.int64)
+            numbers = _site_numbers(obj)
+            if numbers is None:
+                numbers = np.array([site.specie.Z for site in obj], dtype=np.int64)
         except AttributeError:
             raise ValueError(
                 f"structure{where} ({obj.composition.reduced_formula}) has disordered "
@@ -313,30 +331,77 @@ def _edge_order(c, p, d, n_centers, n_atoms):
     return np.argsort(key | p)  # keys are unique but for identical edges
 
 
-def _neighbor_arrays(numbers, coords, lattice, pbc, radius, max_num_nbr):
-    """Edges of the graph: the ``max_num_nbr`` nearest neighbours per atom."""
+#: The first neighbour search of a crystal looks within the radius expected to hold
+#: this many atoms per atom at the crystal's mean density (about 2x ``max_num_nbr``)
+#: instead of the full cutoff: it finds far fewer candidates to sort. Atoms whose
+#: ``max_num_nbr`` nearest are not all safely inside are searched again at the cutoff.
+_FIRST_SEARCH_NEIGHBORS = 2.0
+#: Margin (angstrom) by which the last kept neighbour must lie inside the first
+#: search's radius for that atom's edges to be final.
+_FIRST_SEARCH_MARGIN = 1e-3
+
+
+def _nearest_edges(coords, lattice, pbc, centers, r, max_num_nbr):
+    """The ``max_num_nbr`` nearest neighbours within ``r`` of the atoms ``centers``.
+
+    ``centers`` is a slice or a sorted index array. Returns centers,
+    neighbours and float32 distances, ordered by :func:`_edge_order`, and per
+    center whether its list is final for any larger cutoff: it kept
+    ``max_num_nbr`` neighbours, the last one closer than ``r`` by
+    :data:`_FIRST_SEARCH_MARGIN`.
+    """
     from pymatgen.optimization.neighbors import find_points_in_spheres
 
+    index = np.arange(len(coords))[centers]
+    n_centers = len(index)
+    c, p, _, d = find_points_in_spheres(
+        coords, np.ascontiguousarray(coords[centers]), r=float(r),
+        pbc=pbc, lattice=lattice, tol=1e-8,
+    )
+    keep = d > 1e-8  # the atom itself; its periodic images stay
+    c, p, d = c[keep], p[keep], d[keep].astype(np.float32)
+    order = _edge_order(c, p, d, n_centers, len(coords))
+    c, p, d = c[order], p[order], d[order]
+    counts = np.bincount(c, minlength=n_centers)
+    first = np.cumsum(counts) - counts  # first edge of each center
+    keep = np.arange(len(c)) - np.repeat(first, counts) < max_num_nbr
+    final = counts >= max_num_nbr
+    if max_num_nbr > 0:
+        final[final] = d[first[final] + max_num_nbr - 1] < r - _FIRST_SEARCH_MARGIN
+    return index[c[keep]], p[keep], d[keep], final
+
+
+def _neighbor_arrays(numbers, coords, lattice, pbc, radius, max_num_nbr):
+    """Edges of the graph: the ``max_num_nbr`` nearest neighbours per atom.
+
+    Each chunk of atoms is first searched within a smaller radius expected to
+    hold about twice ``max_num_nbr`` atoms (:data:`_FIRST_SEARCH_NEIGHBORS`);
+    only the atoms whose nearest neighbours are not all safely inside it are
+    searched again at ``radius``. The same edges as one search at ``radius``,
+    with far fewer candidates to sort.
+    """
     n = len(numbers)
     coords = np.ascontiguousarray(coords, dtype=float)
     lattice = np.ascontiguousarray(lattice, dtype=float)
+    volume = abs(float(np.linalg.det(lattice)))
+    r_first = radius
+    if n and volume > 0 and max_num_nbr > 0:
+        r_first = min(radius, (3 * volume * _FIRST_SEARCH_NEIGHBORS * max_num_nbr
+                               / (4 * np.pi * n)) ** (1 / 3))
     parts = []
     for start in range(0, max(n, 1), _CENTER_CHUNK):
-        stop = min(start + _CENTER_CHUNK, n)
-        if stop <= start:
+        chunk = slice(start, min(start + _CENTER_CHUNK, n))
+        if chunk.stop <= start:
             break
-        c, p, _, d = find_points_in_spheres(
-            coords, np.ascontiguousarray(coords[start:stop]), r=float(radius),
-            pbc=pbc, lattice=lattice, tol=1e-8,
-        )
-        keep = d > 1e-8  # the atom itself; its periodic images stay
-        c, p, d = c[keep], p[keep], d[keep].astype(np.float32)
-        order = _edge_order(c, p, d, stop - start, n)
-        c, p, d = c[order] + start, p[order], d[order]
-        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])  # first edge of each center
-        rank = np.arange(len(c)) - np.repeat(starts, np.diff(np.r_[starts, len(c)]))
-        keep = rank < max_num_nbr
-        parts.append((c[keep], p[keep], d[keep]))
+        c, p, d, final = _nearest_edges(coords, lattice, pbc, chunk, r_first, max_num_nbr)
+        if r_first < radius and not final.all():
+            redo = np.flatnonzero(~final) + start
+            done = np.isin(c, redo, invert=True)
+            c2, p2, d2, _ = _nearest_edges(coords, lattice, pbc, redo, radius, max_num_nbr)
+            c, p, d = (np.concatenate([x[done], x2]) for x, x2 in ((c, c2), (p, p2), (d, d2)))
+            order = np.argsort(c, kind="stable")
+            c, p, d = c[order], p[order], d[order]
+        parts.append((c, p, d))
     if not parts:
         empty = np.zeros(0)
         parts = [(empty, empty, empty)]

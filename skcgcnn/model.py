@@ -72,10 +72,13 @@ def gaussian_expansion(distances, centers, width):
     """exp(-(d - μ_k)² / σ²) for every edge length d and centre μ_k (angstrom).
 
     Terms below exp(-50) are set to exactly zero: left as denormal floats they
-    make the CPU matrix products tens of times slower.
+    make the CPU matrix products tens of times slower. The exponent is clamped
+    at 51 before ``exp`` (those terms are zeroed anyway): ``exp`` of arguments
+    down to -1,600 that underflow is 3.5 times slower on CPU than of ones that
+    do not, for the same result bit for bit.
     """
     x = ((distances[:, None] - centers[None, :]) / width) ** 2
-    return torch.exp(-x).masked_fill_(x > 50.0, 0.0)
+    return torch.exp(-x.clamp(max=51.0)).masked_fill_(x > 50.0, 0.0)
 
 
 def _batch_norm(bn, x):

@@ -205,3 +205,17 @@ def test_optimizer_param_groups_momentum_and_weight_decay(tiny):
     assert explicit.optimizer_.param_groups[0]["weight_decay"] == 0.05
     with pytest.raises(ValueError, match="momentum=0.5 was given, but the optimizer Adam"):
         CGCNNRegressor(**FAST, optimizer=torch.optim.Adam, momentum=0.5).initialize()
+
+
+def test_warns_when_one_batch_holds_every_training_crystal(tiny):
+    import warnings
+
+    _, graphs, y = tiny
+    n_train = len(y) - int(np.ceil(0.2 * len(y)))  # the validation split is held out
+    with pytest.warns(UserWarning, match=f"holds all {n_train} training crystals"):
+        CGCNNRegressor(max_epochs=1, batch_size=n_train, random_state=0).fit(graphs, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        CGCNNRegressor(max_epochs=1, batch_size=n_train - 1, random_state=0).fit(graphs, y)
+        CGCNNRegressor(max_epochs=1, batch_size=len(y) - 1, validation_fraction=None,
+                       random_state=0).fit(graphs, y)

@@ -123,6 +123,36 @@ def test_max_num_nbr_respected():
     np.testing.assert_allclose(g.distances, A_NACL / 2, rtol=1e-5)
 
 
+def _block_with_lone_atom():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 3, 3))
+    atoms.cell[2, 2] += 6.0
+    return atoms + Atoms("Cu", positions=[[5.4, 5.4, 13.8]])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: skewed(),
+    lambda: nacl(),
+    lambda: bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2)),
+    # an atom in vacuum beside a dense block: it needs the second search at the cutoff
+    lambda: _block_with_lone_atom(),
+    # a dense cluster with an outlier far away, in a big box
+    lambda: Atoms("Cu9", positions=np.r_[np.random.default_rng(0).normal(0, 1.5, (8, 3)),
+                                         [[9.0, 9.0, 9.0]]] + 10.0,
+                  cell=np.eye(3) * 20.0, pbc=True),
+])
+@pytest.mark.parametrize("max_num_nbr", [1, 12, 40])
+def test_first_search_within_small_radius_gives_the_edges_of_one_search(monkeypatch, make,
+                                                                        max_num_nbr):
+    # reference: one neighbour search at the full cutoff
+    structure = make()
+    fast = build_graph(structure, max_num_nbr=max_num_nbr)
+    monkeypatch.setattr(graph_module, "_FIRST_SEARCH_NEIGHBORS", 1e9)
+    reference = build_graph(structure, max_num_nbr=max_num_nbr)
+    for name in ("centers", "neighbors", "distances"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(reference, name))
+    assert_invariants(fast, 8.0, max_num_nbr)
+
+
 def test_small_radius_gives_fewer_neighbours_without_padding():
     # radius 3 A holds only the 6 nearest (a/2 = 2.82 A); no padding to 12
     g = build_graph(nacl(), radius=3.0)

@@ -256,6 +256,28 @@ def test_release_memory_returns_freed_heap_pages():
     assert len(kept) == 200
 
 
+@pytest.mark.skipif(_malloc_trim() is None or "MALLOC_MMAP_THRESHOLD_" in os.environ,
+                    reason="needs glibc's malloc_trim and its default mmap threshold")
+def test_release_memory_within_an_epoch_after_training_batches_only():
+    buffers = [bytearray(100_000) for _ in range(2000)]
+    kept = buffers[::10]
+    del buffers
+    release = ReleaseMemory(threshold_mib=10_000, batch_threshold_mib=100)
+    release.on_train_begin(net=None)
+    before = _rss_mib()
+    release.baseline_mib_ = before - 200  # as if it had grown by 200 MiB
+    release.on_batch_end(net=None, training=False)  # validation batches: kept
+    release.on_epoch_end(net=None)  # below the epoch threshold: kept
+    assert _rss_mib() > before - 10
+    release.on_batch_end(net=None, training=True)
+    assert before - _rss_mib() > 100
+    assert release.baseline_mib_ == pytest.approx(_rss_mib(), abs=10)
+    off = ReleaseMemory(batch_threshold_mib=None)
+    off.on_train_begin(net=None)
+    off.on_batch_end(net=None, training=True)
+    assert len(kept) == 200
+
+
 def test_estimators_release_memory_by_default():
     net = CGCNNRegressor(max_epochs=1)
     names = [name for name, _ in net.get_default_callbacks()]

@@ -155,6 +155,18 @@ def test_gaussian_expansion_values():
     assert g.max() <= 1.0
 
 
+def test_gaussian_expansion_same_bits_as_the_unclamped_reference():
+    # reference: the implementation before the exponent was clamped at 51
+    def reference(distances, centers, width):
+        x = ((distances[:, None] - centers[None, :]) / width) ** 2
+        return torch.exp(-x).masked_fill_(x > 50.0, 0.0)
+
+    centers = torch.arange(0.0, 8.1, 0.2)
+    d = torch.cat([torch.linspace(0.0, 20.0, 4001), torch.rand(5000) * 8.0])
+    assert torch.equal(gaussian_expansion(d, centers, 0.2), reference(d, centers, 0.2))
+    assert torch.equal(gaussian_expansion(d, centers, 0.5), reference(d, centers, 0.5))
+
+
 def test_gaussian_expansion_has_no_denormals():
     centers = torch.arange(0.0, 8.1, 0.2)
     d = torch.linspace(0.0, 20.0, 2001)

@@ -118,4 +118,21 @@ def test_differential_learning_rates_for_pretrained_layers(tiny, source):
     state = model.module_.state_dict()
     # a learning rate of 0 keeps the pretrained weights, while the new head trains
     assert torch.equal(state["convs.0.fc_bond.weight"], saved["convs.0.fc_bond.weight"])
-    assert [g["lr"] for g in model.optimizer_.param_groups] == [0.0, 0.0, 0.005]
+    # each group's own initial rate (the schedule scales them together)
+    assert [g["initial_lr"] for g in model.optimizer_.param_groups] == [0.0, 0.0, model.lr]
+
+
+def test_fine_tuning_defaults_are_short_cosine_runs(tiny, source):
+    _, graphs, y = tiny
+    _, path = source
+    params = TransferCGCNNRegressor(path).get_params()
+    assert params["batch_size"] == 32 and params["lr_schedule"] == "cosine"
+    assert params["max_epochs"] < 100 and params["lr"] == 0.01
+    assert CGCNNRegressor().get_params()["lr_schedule"] == "step"
+    model = TransferCGCNNRegressor(path, max_epochs=4, batch_size=8, random_state=0)
+    model.fit(graphs, y)
+    lrs = [group["lr"] for group in model.optimizer_.param_groups]
+    # epoch 4 of a 4-epoch half cosine: (1 + cos(3 pi / 4)) / 2 of the initial rate
+    np.testing.assert_allclose(lrs, 0.01 * (1 + np.cos(0.75 * np.pi)) / 2)
+    with pytest.raises(ValueError, match="lr_schedule must be"):
+        TransferCGCNNRegressor(path, lr_schedule="linear", **FAST).fit(graphs, y)
