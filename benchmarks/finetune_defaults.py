@@ -62,6 +62,10 @@ CONFIGS = {
                                          callbacks=[("cosine", CosineLR(30))]),
     "b16 40 epochs cosine": dict(batch_size=16, max_epochs=40, lr_decay_epoch=None,
                                  callbacks=[("cosine", CosineLR(40))]),
+    # the defaults from the v2 source model (AdamW + cosine pretraining, 150 epochs), before
+    # it replaces mp-formation-energy in the library
+    "defaults, v2 source": dict(pretrained=str(
+        ROOT / "benchmarks" / "checkpoints" / "v2" / "mp-formation-energy.pt")),
 }
 
 
