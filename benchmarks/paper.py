@@ -27,6 +27,12 @@ Stages:
 - ``ensembles`` (beyond the paper): the mean of 5 fits with seeds 0 to 4
   (scikit-learn's ``VotingRegressor``), of CGCNN from scratch and of the main
   TL-CGCNN, at 500 training crystals.
+- ``embeddings`` (beyond the paper): SVR, kernel ridge and a Gaussian process on
+  the crystal vectors of the pretrained model of the main TL-CGCNN
+  (``skcgcnn.PretrainedEmbedding``: pooled vector and head hidden layer), alone
+  and with magpie, and kernel ridge and the Gaussian process on magpie alone.
+- ``soap``: the paper's kernel ridge with the average SOAP kernel (Table S2;
+  ``skcgcnn.soap``), mean SOAP vectors cached in ``benchmarks/cache``.
 
 Every finished fit is appended to ``benchmarks/results/<target>.csv`` at once
 (``run_trials(path=...)``): stop at any time and rerun to resume. ``--report``
@@ -88,7 +94,7 @@ TARGETS = {
                                  LASSO=0.160, SVR=0.149, RF=0.132),
                       design=dict(PLS=0.130, LASSO=0.119, SVR=0.102, RF=0.092), goal=0.065),
 }
-STAGES = ("baselines", "main", "transfer", "curves", "ensembles")
+STAGES = ("baselines", "main", "transfer", "curves", "ensembles", "embeddings", "soap")
 N_TRAIN = 500
 N_MEMBERS = 5
 #: Fitting settings of every CGCNN here (the command-line defaults).
@@ -205,6 +211,8 @@ def run_stage(target, stage, args):
         if stage == "baselines":
             rows = np.unique(np.concatenate([np.concatenate(s) for s in splits]))
             X, models = magpie_features(graphs, rows), baseline_models()
+        elif stage in ("embeddings", "soap"):  # only the crystals of the splits, renumbered
+            X, y_stage, splits, models = descriptor_stage(target, stage, graphs, y, splits)
         else:
             X, models = graphs, cgcnn_models(target, stage, dict(
                 FIT, max_epochs=args.epochs, lr_decay_epoch=args.lr_decay_epoch,
@@ -216,9 +224,156 @@ def run_stage(target, stage, args):
         t0 = time.time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence notes of LASSO in the grid
-            res = run_trials(models, X, y, splits, n_jobs=args.n_jobs, path=path)
+            res = run_trials(models, X, y_stage if stage in ("embeddings", "soap") else y,
+                             splits, n_jobs=args.n_jobs, path=path)
         print(f"{target} {stage} n_train={n_train}: {time.time() - t0:.0f} s", flush=True)
         print(summarize(res).round(4).to_string(index=False), flush=True)
+
+
+# ------------------------------------------ pretrained embeddings and SOAP (issue 16)
+#: Feature sets of the ``embeddings`` stage: blocks of the matrix of ``embedding_matrix``.
+FEATURE_SETS = {"magpie": ["magpie"], "pooled": ["pooled"], "hidden": ["hidden"],
+                "pooled + magpie": ["pooled", "magpie"], "hidden + magpie": ["hidden", "magpie"]}
+#: Classical models of the stage and the feature sets each is fitted on ("SVR" on magpie
+#: is the baselines stage's row "SVR", with the same grid).
+EMBEDDING_ROWS = {"SVR": ["pooled", "hidden", "pooled + magpie", "hidden + magpie"],
+                  "KRR": ["magpie", "pooled", "pooled + magpie"],
+                  "GP": ["magpie", "pooled", "pooled + magpie"]}
+SOAP_PARAMS = dict(r_cut=5.0, n_max=4, l_max=4, sigma=1.0, compression="mu1nu1")
+SOAP_ROW = "KRR (SOAP kernel)"
+
+
+def embedding_row(kind, features, target):
+    """Table name of a row of the embeddings stage: 'SVR on pooled + magpie (36k-ΔE_f)'."""
+    if features == "magpie":
+        return "SVR" if kind == "SVR" else f"{kind} on magpie"
+    return f"{kind} on {features} ({TARGETS[target]['pretrained'][0][1]})"
+
+
+def _cached(name, compute):
+    """``compute()``'s array, saved as ``benchmarks/cache/<name>.npy`` the first time."""
+    from skcgcnn.io import atomic_write_bytes
+    import io
+
+    path = ROOT / "benchmarks" / "cache" / f"{name}.npy"
+    if path.is_file():
+        return np.load(path)
+    X = compute()
+    buf = io.BytesIO()
+    np.save(buf, X)
+    atomic_write_bytes(path, buf.getvalue())
+    return X
+
+
+def embedding_matrix(target, graphs, rows):
+    """[magpie (132) | pooled (64) | hidden (128)] of ``graphs[rows]`` and the column blocks."""
+    from skcgcnn import PretrainedEmbedding
+
+    name = TARGETS[target]["pretrained"][0][0]
+    key = f"{slug(target)}-{len(graphs)}-{len(rows)}-{int(rows.sum())}"
+    mag = _cached(f"magpie-{key}", lambda: magpie_features(graphs, rows)[rows])
+    emb = _cached(f"embedding-{name}-{key}", lambda: PretrainedEmbedding(
+        name, layer="pooled+hidden").fit().transform(graphs[rows]))
+    n_pooled = emb.shape[1] - 128
+    blocks = {"magpie": np.arange(132), "pooled": 132 + np.arange(n_pooled),
+              "hidden": 132 + n_pooled + np.arange(128)}
+    return np.hstack([mag, emb]), blocks
+
+
+def soap_matrix(target, rows):
+    """Mean SOAP vectors (float32) of the target's crystals ``rows`` (rows of ``load_target``)."""
+    from skcgcnn.datasets import load_matbench_json
+    from skcgcnn.soap import SOAPFeaturizer
+
+    def compute():
+        spec = TARGETS[target]
+        frame = load_matbench_json(spec["data"])
+        keep = nm_mask(frame) if spec["nm"] else np.ones(len(frame), bool)
+        keep &= np.isfinite(frame[spec["column"]].to_numpy(float))
+        structures = frame["structure"].to_numpy()[keep][rows]
+        t0 = time.time()
+        X = SOAPFeaturizer(**SOAP_PARAMS).transform(list(structures)).astype(np.float32)
+        print(f"SOAP of {len(rows)} crystals: {time.time() - t0:.0f} s", flush=True)
+        return X
+
+    params = "-".join(f"{v}" for v in SOAP_PARAMS.values())
+    return _cached(f"soap-{slug(target)}-{params}-{len(rows)}-{int(rows.sum())}", compute)
+
+
+def _select(columns):
+    from sklearn.compose import ColumnTransformer
+
+    return ColumnTransformer([("columns", "passthrough", columns)])
+
+
+def classical_model(kind, columns):
+    """SVR, kernel ridge (RBF) or Gaussian process on ``columns`` after StandardScaler,
+    tuned by 5-fold GridSearchCV (the GP also by its marginal likelihood)."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
+    from sklearn.kernel_ridge import KernelRidge
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVR
+
+    cv = KFold(5, shuffle=True, random_state=0)
+    d = len(columns)
+    if kind == "SVR":  # the baselines stage's grid
+        est = make_pipeline(_select(columns), StandardScaler(), SVR())
+        grid = {"svr__C": [1, 10, 100], "svr__gamma": ["scale", 0.003, 0.01],
+                "svr__epsilon": [0.01, 0.1]}
+    elif kind == "KRR":  # kernel ridge has no intercept: standardise the target
+        est = TransformedTargetRegressor(make_pipeline(_select(columns), StandardScaler(),
+                                                       KernelRidge(kernel="rbf")),
+                                         transformer=StandardScaler())
+        grid = {"regressor__kernelridge__alpha": [0.01, 0.1, 1.0],
+                "regressor__kernelridge__gamma": [0.1 / d, 0.3 / d, 1.0 / d]}
+    elif kind == "GP":
+        def kernel(k):
+            return ConstantKernel(1.0) * k + WhiteKernel(0.1)
+        est = make_pipeline(_select(columns), StandardScaler(),
+                            GaussianProcessRegressor(kernel(RBF(np.sqrt(d))), normalize_y=True,
+                                                     random_state=0))
+        grid = {"gaussianprocessregressor__kernel": [kernel(RBF(np.sqrt(d))),
+                                                     kernel(Matern(np.sqrt(d), nu=1.5))]}
+    else:
+        raise ValueError(f"unknown classical model {kind!r}")
+    return GridSearchCV(est, grid, cv=cv, scoring="neg_mean_absolute_error")
+
+
+def soap_model():
+    """Kernel ridge with the average SOAP kernel (Normalizer, then a polynomial kernel of
+    degree ζ, no offset), alpha and ζ tuned by 5-fold GridSearchCV, on mean SOAP vectors."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    from skcgcnn.soap import soap_kernel_ridge
+
+    est = soap_kernel_ridge()
+    est.regressor = type(est.regressor)(est.regressor.steps[1:])  # vectors are precomputed
+    grid = {"regressor__kernelridge__alpha": [1e-4, 1e-3, 1e-2, 1e-1],
+            "regressor__kernelridge__degree": [1, 2, 4]}
+    assert isinstance(est, TransformedTargetRegressor)
+    return GridSearchCV(est, grid, cv=KFold(5, shuffle=True, random_state=0),
+                        scoring="neg_mean_absolute_error")
+
+
+def descriptor_stage(target, stage, graphs, y, splits):
+    """Descriptors of the crystals the splits use, the targets, the splits renumbered to
+    their rows, and the stage's models."""
+    rows = np.unique(np.concatenate([np.concatenate(s) for s in splits]))
+    renumbered = [tuple(np.searchsorted(rows, part) for part in s) for s in splits]
+    if stage == "soap":
+        return soap_matrix(target, rows), y[rows], renumbered, {SOAP_ROW: soap_model()}
+    X, blocks = embedding_matrix(target, graphs, rows)
+    models = {}
+    for kind, feature_sets in EMBEDDING_ROWS.items():
+        for features in feature_sets:
+            columns = np.concatenate([blocks[b] for b in FEATURE_SETS[features]])
+            models[embedding_row(kind, features, target)] = classical_model(kind, columns)
+    return X, y[rows], renumbered, models
 
 
 # ----------------------------------------------------------------- report
@@ -238,7 +393,7 @@ def p_text(frame, a, b):
 
 
 def _paper_key(model):
-    if "ensemble" in model:  # not in the paper
+    if "ensemble" in model or " on " in model:  # not in the paper
         return None
     for key in ("CGCNN", "freezing", "PLS", "LASSO", "SVR", "RF"):
         if model == key or model.startswith(key + " "):
