@@ -58,7 +58,7 @@ print(f"ensemble of 3 fine-tuned networks: {ens_time:.1f} s, "
 
 # %%
 # How well does each standard deviation track the error? The rank correlation of
-# |error| with σ, and how many test crystals fall inside mean ± 1.645 σ (90 % for a
+# the absolute error with σ, and how many test crystals fall inside mean ± 1.645 σ (90 % for a
 # calibrated Gaussian). An uncalibrated spread can be turned into intervals with a
 # coverage guarantee by conformal prediction (MAPIE).
 

@@ -244,7 +244,7 @@ class PretrainedEmbedding(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        features : ndarray of shape (n_crystals, n_features_out_), float64
+        features : ndarray of shape (n_crystals, ``n_features_out_``), float64
         """
         check_is_fitted(self, "module_")
         graphs = self._graphs(X)

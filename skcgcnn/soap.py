@@ -4,9 +4,11 @@ Lee & Asahi's Supplementary Table S2 compares ridge regression with a SOAP
 kernel (Bartók, Kondor & Csányi 2013; the average kernel of De et al. 2016):
 each crystal is the mean of its atoms' SOAP power spectra, and two crystals
 are compared by the normalised dot product of their mean vectors raised to a
-power ζ,
+power ζ::
 
-    K(A, B) = (p̄_A · p̄_B / (|p̄_A| |p̄_B|))^ζ.
+    K(A, B) = (p_A · p_B / (‖p_A‖ ‖p_B‖))^ζ
+
+where p_A is the mean vector of crystal A.
 
 :class:`SOAPFeaturizer` computes the mean vectors with dscribe (with a species
 compression, so that ~90 elements stay tractable); after
