@@ -154,8 +154,8 @@ class PretrainedEmbedding(TransformerMixin, BaseEstimator):
         128), which is specific to the pretraining target; ``"pooled+hidden"``:
         both.
     batch_size : int, default=64
-        Crystals per forward pass (64 was the fastest of 64, 256 and 1,000 on
-        one CPU thread: benchmarks/embedding.py).
+        Crystals per forward pass (on one CPU thread, batches of 32 or 64 were
+        faster than 256: docs/results/embedding.json).
     n_jobs : int or None, default=None
         Processes used to build the graphs of raw structures.
     device : str, default="cpu"
