@@ -31,6 +31,12 @@ Stages:
   of the 90 % intervals and the Spearman correlation between |error| and std go
   to ``benchmarks/results/<target>-ensembles.csv``. (The ensemble rows of
   ``<target>.csv`` are the earlier ``VotingRegressor`` of seeds 0 to 4.)
+- ``embeddings`` (beyond the paper): SVR, kernel ridge and a Gaussian process on
+  the crystal vectors of the pretrained model of the main TL-CGCNN
+  (``skcgcnn.PretrainedEmbedding``: pooled vector and head hidden layer), alone
+  and with magpie, and kernel ridge and the Gaussian process on magpie alone.
+- ``soap``: the paper's kernel ridge with the average SOAP kernel (Table S2;
+  ``skcgcnn.soap``), mean SOAP vectors cached in ``benchmarks/cache``.
 
 Every finished fit is appended to ``benchmarks/results/<target>.csv`` at once
 (``run_trials(path=...)``): stop at any time and rerun to resume. ``--report``
@@ -92,7 +98,7 @@ TARGETS = {
                                  LASSO=0.160, SVR=0.149, RF=0.132),
                       design=dict(PLS=0.130, LASSO=0.119, SVR=0.102, RF=0.092), goal=0.065),
 }
-STAGES = ("baselines", "main", "transfer", "curves", "ensembles")
+STAGES = ("baselines", "main", "transfer", "curves", "ensembles", "embeddings", "soap")
 N_TRAIN = 500
 N_MEMBERS = 5
 #: Fitting settings of every CGCNN here (the command-line defaults).
@@ -185,6 +191,8 @@ def run_stage(target, stage, args):
         if stage == "baselines":
             rows = np.unique(np.concatenate([np.concatenate(s) for s in splits]))
             X, models = magpie_features(graphs, rows), baseline_models(random_state=0)
+        elif stage in ("embeddings", "soap"):  # only the crystals of the splits, renumbered
+            X, y_stage, splits, models = descriptor_stage(target, stage, graphs, y, splits)
         else:
             X, models = graphs, cgcnn_models(target, stage, dict(
                 FIT, max_epochs=args.epochs, lr_decay_epoch=args.lr_decay_epoch,
@@ -199,7 +207,8 @@ def run_stage(target, stage, args):
         t0 = time.time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence notes of LASSO in the grid
-            res = run_trials(models, X, y, splits, n_jobs=args.n_jobs, path=path)
+            res = run_trials(models, X, y_stage if stage in ("embeddings", "soap") else y,
+                             splits, n_jobs=args.n_jobs, path=path)
         print(f"{target} {stage} n_train={n_train}: {time.time() - t0:.0f} s", flush=True)
         print(summarize(res).round(4).to_string(index=False), flush=True)
 
@@ -277,6 +286,172 @@ def report_uncertainty(target):
     return lines + [""]
 
 
+# ------------------------------------------ pretrained embeddings and SOAP (issue 16)
+#: Feature sets of the ``embeddings`` stage: blocks of the matrix of ``embedding_matrix``.
+FEATURE_SETS = {"magpie": ["magpie"], "pooled": ["pooled"], "hidden": ["hidden"],
+                "pooled + magpie": ["pooled", "magpie"], "hidden + magpie": ["hidden", "magpie"]}
+#: Classical models of the stage and the feature sets each is fitted on ("SVR" on magpie
+#: is the baselines stage's row "SVR", with the same grid).
+EMBEDDING_ROWS = {"SVR": ["pooled", "hidden", "pooled + magpie", "pooled of both + magpie"],
+                  "KRR": ["magpie", "pooled", "pooled + magpie"],
+                  "GP": ["magpie", "pooled", "pooled + magpie"]}
+#: The head's hidden layer (a row of SVR) is compared with the pooled vector on these
+#: targets only: the slowest row to tune, and worse than the pooled vector on 9 of 10
+#: trials of 500-K_VRH (0.103 against 0.089 log10 GPa with SVR).
+HIDDEN_LAYER_TARGETS = ("500-K_VRH",)
+#: A second source model whose pooled vector joins the first's ("pooled of both"), where
+#: neither was trained on the target property (the band-gap model saw NM-E_g, the
+#: formation-energy model ΔE_f and NM-ΔE_f): K_VRH only.
+SECOND_SOURCE = {"500-K_VRH": ("mp-band-gap-nm", "20k-NM-E_g")}
+FEATURE_SETS["pooled of both + magpie"] = ["pooled", "pooled2", "magpie"]
+SOAP_PARAMS = dict(r_cut=5.0, n_max=4, l_max=4, sigma=1.0, compression="mu1nu1")
+SOAP_ROW = "KRR (SOAP kernel)"
+
+
+def embedding_row(kind, features, target):
+    """Table name of a row of the embeddings stage: 'SVR on pooled + magpie (36k-ΔE_f)'."""
+    if features == "magpie":
+        return "SVR" if kind == "SVR" else f"{kind} on magpie"
+    label = TARGETS[target]["pretrained"][0][1]
+    if "both" in features:
+        label += f" and {SECOND_SOURCE[target][1]}" if target in SECOND_SOURCE else ""
+    return f"{kind} on {features} ({label})"
+
+
+def _cached(name, compute):
+    """``compute()``'s array, saved as ``benchmarks/cache/<name>.npy`` the first time."""
+    from skcgcnn.io import atomic_write_bytes
+    import io
+
+    path = ROOT / "benchmarks" / "cache" / f"{name}.npy"
+    if path.is_file():
+        return np.load(path)
+    X = compute()
+    buf = io.BytesIO()
+    np.save(buf, X)
+    atomic_write_bytes(path, buf.getvalue())
+    return X
+
+
+def embedding_matrix(target, graphs, rows):
+    """[magpie (132) | pooled (64) | hidden (128)] of ``graphs[rows]`` and the column blocks."""
+    from skcgcnn import PretrainedEmbedding
+
+    name = TARGETS[target]["pretrained"][0][0]
+    key = f"{slug(target)}-{len(graphs)}-{len(rows)}-{int(rows.sum())}"
+    mag = _cached(f"magpie-{key}", lambda: magpie_features(graphs, rows)[rows])
+    # float32, as the rows in the tables were measured
+    emb = _cached(f"embedding-{name}-{key}", lambda: PretrainedEmbedding(
+        name, layer="pooled+hidden", conv_dtype="float32").fit().transform(graphs[rows]))
+    n_pooled = emb.shape[1] - 128
+    blocks = {"magpie": np.arange(132), "pooled": 132 + np.arange(n_pooled),
+              "hidden": 132 + n_pooled + np.arange(128)}
+    parts = [mag, emb]
+    if target in SECOND_SOURCE:
+        second = SECOND_SOURCE[target][0]
+        parts.append(_cached(f"embedding-{second}-{key}", lambda: PretrainedEmbedding(
+            second, conv_dtype="float32").fit().transform(graphs[rows])))
+        blocks["pooled2"] = 132 + emb.shape[1] + np.arange(parts[-1].shape[1])
+    return np.hstack(parts), blocks
+
+
+def soap_matrix(target, rows):
+    """Mean SOAP vectors (float32) of the target's crystals ``rows`` (rows of ``load_target``)."""
+    from skcgcnn.datasets import load_matbench_json
+    from skcgcnn.soap import SOAPFeaturizer
+
+    def compute():
+        spec = TARGETS[target]
+        frame = load_matbench_json(spec["data"])
+        keep = nm_mask(frame) if spec["nm"] else np.ones(len(frame), bool)
+        keep &= np.isfinite(frame[spec["column"]].to_numpy(float))
+        structures = frame["structure"].to_numpy()[keep][rows]
+        t0 = time.time()
+        X = SOAPFeaturizer(**SOAP_PARAMS).transform(list(structures)).astype(np.float32)
+        print(f"SOAP of {len(rows)} crystals: {time.time() - t0:.0f} s", flush=True)
+        return X
+
+    params = "-".join(f"{v}" for v in SOAP_PARAMS.values())
+    return _cached(f"soap-{slug(target)}-{params}-{len(rows)}-{int(rows.sum())}", compute)
+
+
+def _select(columns):
+    from sklearn.compose import ColumnTransformer
+
+    return ColumnTransformer([("columns", "passthrough", columns)])
+
+
+def classical_model(kind, columns):
+    """SVR or kernel ridge (RBF) on ``columns`` after StandardScaler, tuned by 5-fold
+    GridSearchCV, or a Gaussian process (RBF + white noise), whose hyperparameters are
+    fitted by maximising the marginal likelihood instead (one fit, where a grid of k
+    kernels would cost 5k + 1)."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+    from sklearn.kernel_ridge import KernelRidge
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVR
+
+    cv = KFold(5, shuffle=True, random_state=0)
+    d = len(columns)
+    if kind == "SVR":  # the baselines stage's grid
+        est = make_pipeline(_select(columns), StandardScaler(), SVR())
+        grid = {"svr__C": [1, 10, 100], "svr__gamma": ["scale", 0.003, 0.01],
+                "svr__epsilon": [0.01, 0.1]}
+    elif kind == "KRR":  # kernel ridge has no intercept: standardise the target
+        est = TransformedTargetRegressor(make_pipeline(_select(columns), StandardScaler(),
+                                                       KernelRidge(kernel="rbf")),
+                                         transformer=StandardScaler())
+        grid = {"regressor__kernelridge__alpha": [0.01, 0.1, 1.0],
+                "regressor__kernelridge__gamma": [0.1 / d, 0.3 / d, 1.0 / d]}
+    elif kind == "GP":
+        kernel = ConstantKernel(1.0) * RBF(np.sqrt(d)) + WhiteKernel(0.1)
+        return make_pipeline(_select(columns), StandardScaler(),
+                             GaussianProcessRegressor(kernel, normalize_y=True, random_state=0))
+    else:
+        raise ValueError(f"unknown classical model {kind!r}")
+    return GridSearchCV(est, grid, cv=cv, scoring="neg_mean_absolute_error")
+
+
+def soap_model():
+    """Kernel ridge with the average SOAP kernel (Normalizer, then a polynomial kernel of
+    degree ζ, no offset), alpha and ζ tuned by 5-fold GridSearchCV, on mean SOAP vectors."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    from skcgcnn.soap import soap_kernel_ridge
+
+    est = soap_kernel_ridge()
+    est.regressor = type(est.regressor)(est.regressor.steps[1:])  # vectors are precomputed
+    grid = {"regressor__kernelridge__alpha": [1e-4, 1e-3, 1e-2, 1e-1],
+            "regressor__kernelridge__degree": [1, 2, 4]}
+    assert isinstance(est, TransformedTargetRegressor)
+    return GridSearchCV(est, grid, cv=KFold(5, shuffle=True, random_state=0),
+                        scoring="neg_mean_absolute_error")
+
+
+def descriptor_stage(target, stage, graphs, y, splits):
+    """Descriptors of the crystals the splits use, the targets, the splits renumbered to
+    their rows, and the stage's models."""
+    rows = np.unique(np.concatenate([np.concatenate(s) for s in splits]))
+    renumbered = [tuple(np.searchsorted(rows, part) for part in s) for s in splits]
+    if stage == "soap":
+        return soap_matrix(target, rows), y[rows], renumbered, {SOAP_ROW: soap_model()}
+    X, blocks = embedding_matrix(target, graphs, rows)
+    models = {}
+    for kind, feature_sets in EMBEDDING_ROWS.items():
+        for features in feature_sets:
+            if features == "hidden" and target not in HIDDEN_LAYER_TARGETS or \
+                    "pooled2" in FEATURE_SETS[features] and "pooled2" not in blocks:
+                continue
+            columns = np.concatenate([blocks[b] for b in FEATURE_SETS[features]])
+            models[embedding_row(kind, features, target)] = classical_model(kind, columns)
+    return X, y[rows], renumbered, models
+
+
 # ----------------------------------------------------------------- report
 def _fmt(mean, std):
     return f"{mean:.3f} ({std:.3f})" if np.isfinite(std) else f"{mean:.3f}"
@@ -294,7 +469,7 @@ def p_text(frame, a, b):
 
 
 def _paper_key(model):
-    if "ensemble" in model:  # not in the paper
+    if "ensemble" in model or " on " in model:  # not in the paper
         return None
     for key in ("CGCNN", "freezing", "PLS", "LASSO", "SVR", "RF"):
         if model == key or model.startswith(key + " "):
@@ -304,7 +479,7 @@ def _paper_key(model):
 
 def report_target(target, frame):
     spec = TARGETS[target]
-    at500 = frame[frame.n_train == N_TRAIN]
+    at500 = frame[(frame.n_train == N_TRAIN) & ~frame.model.map(_is_descriptor_row)]
     summary = summarize(at500)
     big_tl = tl_name(target)
     lines = [f"### {target} ({spec['units']})", "",
@@ -412,7 +587,8 @@ def report():
         nrows = -(-len(done) // ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4.6 * nrows), squeeze=False)
         for ax, target in zip(axes.flat, done):
-            plot_comparison(frames[target][frames[target].n_train == N_TRAIN], ax=ax,
+            f = frames[target]
+            plot_comparison(f[(f.n_train == N_TRAIN) & ~f.model.map(_is_descriptor_row)], ax=ax,
                             units=TARGETS[target]["units"])
             ax.set_title(target)
             ax.tick_params(axis="x", labelrotation=30, labelsize=8)
@@ -433,6 +609,94 @@ def report():
               f"{at_500:.1f} hours at {N_TRAIN} training crystals and {curves:.1f} hours "
               f"in the learning curves.", "", END]
     write_block(lines)
+    if any(f.model.map(_is_descriptor_row).any() or (f.model == SOAP_ROW).any()
+           for f in frames.values()):
+        write_block(report_embeddings(frames))
+
+
+EMB_BEGIN, EMB_END = "<!-- paper.py embeddings: begin -->", "<!-- paper.py embeddings: end -->"
+
+
+def _is_descriptor_row(model):
+    """Rows of the embeddings stage (kept out of the paper's tables and figure)."""
+    return " on " in model
+
+
+def _verdict(frame, a, b):
+    """'beats', 'ties with' or 'loses to' by a paired t-test at p < 0.01, and p."""
+    try:
+        t, p = paired_ttest(frame, a, b)
+    except ValueError:
+        return None, np.nan
+    if np.isnan(p):
+        return "ties with", 1.0
+    return ("beats" if t < 0 else "loses to") if p < 0.01 else "ties with", p
+
+
+def report_embeddings(frames):
+    """Tables of the embeddings and SOAP rows against magpie and fine-tuning."""
+    lines = [EMB_BEGIN, "", "*Generated by `python benchmarks/paper.py --report` from "
+             "`benchmarks/results/*.csv`; do not edit by hand.*", ""]
+    summary_rows = []
+    for target, frame in frames.items():
+        at500 = frame[frame.n_train == N_TRAIN]
+        means = at500.groupby("model").test_mae.mean()
+        trials = at500.groupby("model").trial.nunique()
+        rows = [m for m in means.index if _is_descriptor_row(m)]
+        if not rows and SOAP_ROW not in means:
+            continue
+        big_tl = tl_name(target)
+        label = TARGETS[target]["pretrained"][0][1]
+        lines += [f"### {target} ({TARGETS[target]['units']}), embeddings of {label}", "",
+                  "| model | descriptors | trials | test MAE, mean (std) | "
+                  "p against the same model on magpie | p against TL-CGCNN |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for kind in EMBEDDING_ROWS:
+            for features in dict.fromkeys(["magpie", *EMBEDDING_ROWS[kind]]):
+                name = embedding_row(kind, features, target)
+                if name not in means:
+                    continue
+                sub = at500[at500.model == name].test_mae
+                vs_magpie = "" if features == "magpie" else \
+                    p_text(at500, name, embedding_row(kind, "magpie", target))
+                lines.append(f"| {kind} | {features} | {trials[name]} | "
+                             f"{_fmt(sub.mean(), sub.std())} | {vs_magpie} | "
+                             f"{p_text(at500, name, big_tl)} |")
+        for name, words in ((SOAP_ROW, "SOAP (average kernel)"), ("RF", "magpie"),
+                            (big_tl, "fine-tuned network"),
+                            (ensemble_name(big_tl), "fine-tuned networks")):
+            if name in means:
+                sub = at500[at500.model == name].test_mae
+                vs = "" if name == big_tl else p_text(at500, name, big_tl)
+                vs_rf = p_text(at500, name, "RF") if name == SOAP_ROW else ""
+                lines.append(f"| {name.split(' (')[0]} | {words} | {trials[name]} | "
+                             f"{_fmt(sub.mean(), sub.std())} | "
+                             f"{'against RF: ' + vs_rf if vs_rf else ''} | {vs} |")
+        lines.append("")
+        if rows:
+            best = min(rows, key=lambda m: means[m])
+            kind = best.split(" ")[0]
+            magpie = embedding_row(kind, "magpie", target)
+            v_mag, p_mag = _verdict(at500, best, magpie)
+            v_tl, p_tl = _verdict(at500, best, big_tl)
+            text = f"Best embedding-based model: {best} ({means[best]:.3f})"
+            if v_mag:
+                text += (f"; it {v_mag} {magpie if magpie != 'SVR' else 'SVR on magpie'} "
+                         f"({means[magpie]:.3f}, p = {p_mag:.2g})")
+            if v_tl:
+                text += f" and {v_tl} the fine-tuned {big_tl} ({means[big_tl]:.3f}, p = {p_tl:.2g})"
+            lines += [text + " (paired t-tests over the shared trials, significant at "
+                      "p < 0.01).", ""]
+            summary_rows.append((target, best, means[best], v_mag, p_mag, v_tl, p_tl))
+    if summary_rows:
+        lines += ["| target | best embedding-based model | test MAE | against magpie | "
+                  "against fine-tuning |", "| --- | --- | --- | --- | --- |"]
+        for target, best, mae, v_mag, p_mag, v_tl, p_tl in summary_rows:
+            lines.append(f"| {target} | {best} | {mae:.3f} | "
+                         f"{f'{v_mag} (p = {p_mag:.2g})' if v_mag else ''} | "
+                         f"{f'{v_tl} (p = {p_tl:.2g})' if v_tl else ''} |")
+        lines.append("")
+    return lines + [EMB_END]
 
 
 def write_block(lines):

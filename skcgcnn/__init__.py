@@ -14,6 +14,7 @@ _EXPORTS = {
     "CrystalGraph": "graph",
     "CrystalGraphTransformer": "graph",
     "build_graph": "graph",
+    "PretrainedEmbedding": "embedding",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

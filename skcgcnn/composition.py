@@ -87,3 +87,14 @@ class MagpieFeaturizer(TransformerMixin, BaseEstimator):
             rows = [ep.featurize(c) for c in comps] if self.n_jobs == 1 else \
                 ep.featurize_many(comps, pbar=False)
         return np.nan_to_num(np.asarray(rows, dtype=float))
+
+    def get_feature_names_out(self, input_features=None):
+        """matminer's labels of the 132 descriptors ("MagpieData mean Number", ...).
+
+        Returns
+        -------
+        names : ndarray of str
+        """
+        from matminer.featurizers.composition import ElementProperty
+
+        return np.asarray(ElementProperty.from_preset("magpie").feature_labels(), dtype=object)

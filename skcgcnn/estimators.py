@@ -15,6 +15,7 @@ from sklearn.utils import check_random_state
 
 from .callbacks import ColumnMAE, CosineLR, ReleaseMemory
 from .data import GraphDataset, GraphLoader
+from .embedding import crystal_embeddings
 from .graph import CrystalGraphTransformer, _as_list, _graph_array_or_none
 from .model import CGCNN, resolve_conv_dtype
 from .target import TARGET_NORMALIZATIONS, denormalize, fit_target_stats, normalize
@@ -416,19 +417,17 @@ class CGCNNRegressor(NeuralNetRegressor):
     def transform(self, X):
         """Pooled crystal vectors of the fitted network (eq. 4), a learned descriptor.
 
+        The same code as :class:`~skcgcnn.PretrainedEmbedding` with
+        ``layer="pooled"`` (:func:`skcgcnn.embedding.crystal_embeddings`).
+
         Returns
         -------
         features : ndarray of shape (n_crystals, atom_fea_len)
         """
         self.check_is_fitted()
         self.module_.eval()
-        ds = self.get_dataset(self._graphs(X))
-        parts = []
-        with torch.no_grad():
-            for Xb, _ in self.get_iterator(ds, training=False):
-                Xb = {k: v.to(self.device) for k, v in Xb.items()}
-                parts.append(self.module_.crystal_features(**Xb).cpu().numpy())
-        return np.concatenate(parts)
+        return crystal_embeddings(self.module_, self._graphs(X), "pooled", self.batch_size,
+                                  self.device)
 
 
 class TransferCGCNNRegressor(CGCNNRegressor):
