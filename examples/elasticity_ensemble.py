@@ -13,14 +13,14 @@ others for testing; the target is log10 of the Voigt-Reuss-Hill bulk modulus (GP
 - CGCNN ensemble: the same from scratch, so the gain of transfer is told apart from
   the gain of averaging.
 - Random forest and SVR on the 132 magpie composition descriptors, hyperparameters by
-  5-fold grid search (the paper's classical baselines).
+  5-fold grid search (the paper's classical baselines, :mod:`skcgcnn.baselines`).
 
 It prints the test MAE, the coverage of the 90 % intervals (mean ± 1.645 std) and the
 Spearman correlation between |error| and std, and saves a parity plot with error bars.
-It takes 137 s of CPU time in all (one thread), so about 1.5-2 minutes on 2 idle cores
-with the default ``--n-jobs 2``; ``docs/results/elasticity_ensemble.txt`` holds a
-recorded run (TL-CGCNN ensemble 0.083 log10 GPa, 90 % intervals covering 96 % of the test
-crystals; CGCNN ensemble 0.093, 89 %; RF 0.112; SVR 0.107).
+It took 1 min 51 s on 2 cores (one of them busy with another job) with the default
+``--n-jobs 2``; ``docs/results/elasticity_ensemble.txt`` holds that run (TL-CGCNN
+ensemble 0.086 log10 GPa, 90 % intervals covering 93 % of the test crystals; CGCNN
+ensemble 0.093, 89 %; RF 0.111; SVR 0.107).
 
     python examples/elasticity_ensemble.py [--n-jobs 2] [--plot elasticity_ensemble.png]
 """
@@ -31,14 +31,10 @@ import warnings
 
 import numpy as np
 from scipy.stats import spearmanr
-from sklearn.ensemble import RandomForestRegressor
-from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVR
 
 from skcgcnn import (CGCNNRegressor, CrystalGraphTransformer, EnsembleRegressor,
                      TransferCGCNNRegressor)
+from skcgcnn.baselines import baseline_models
 from skcgcnn.composition import MagpieFeaturizer
 from skcgcnn.datasets import load_mp_elasticity
 
@@ -47,7 +43,9 @@ parser.add_argument("--n-train", type=int, default=300,
                     help="crystals to fit on; each member holds out 20 %% (default: 300)")
 parser.add_argument("--n-test", type=int, default=500, help="test crystals (default: 500)")
 parser.add_argument("--members", type=int, default=5, help="seeds per ensemble (default: 5)")
-parser.add_argument("--epochs", type=int, default=80, help="training epochs (default: 80)")
+parser.add_argument("--epochs", type=int, default=80,
+                    help="training epochs of CGCNN from scratch (default: 80); TL-CGCNN "
+                         "fine-tunes with its defaults (30 epochs, batch 32, cosine)")
 parser.add_argument("--pretrained", default="mp-formation-energy")
 parser.add_argument("--n-jobs", type=int, default=2, help="parallel members (default: 2)")
 parser.add_argument("--seed", type=int, default=0, help="seed of the sample and the models")
@@ -69,10 +67,10 @@ print(f"{len(frame)} MP crystals with K_VRH; {len(train)} to fit, {len(test)} to
       f"log10 GPa, test mean absolute deviation "
       f"{np.abs(y_test - y_train.mean()).mean():.3f}", flush=True)
 
-fit = dict(max_epochs=args.epochs, lr_decay_epoch=2 * args.epochs // 3, batch_size=64)
+scratch = dict(max_epochs=args.epochs, lr_decay_epoch=2 * args.epochs // 3, batch_size=64)
 ensembles = {
-    "TL-CGCNN ensemble": TransferCGCNNRegressor(pretrained=args.pretrained, **fit),
-    "CGCNN ensemble": CGCNNRegressor(**fit),
+    "TL-CGCNN ensemble": TransferCGCNNRegressor(pretrained=args.pretrained),
+    "CGCNN ensemble": CGCNNRegressor(**scratch),
 }
 rows, shown = [], {}
 for name, member in ensembles.items():
@@ -93,15 +91,9 @@ with warnings.catch_warnings():
     magpie = MagpieFeaturizer().transform(
         [structures[i].composition for i in np.r_[train, test]])
 m_train, m_test = magpie[:len(train)], magpie[len(train):]
-baselines = {
-    "RF (magpie)": GridSearchCV(RandomForestRegressor(n_estimators=200, random_state=args.seed),
-                                {"max_features": [1 / 3, 1.0]}, cv=5,
-                                scoring="neg_mean_absolute_error", n_jobs=args.n_jobs),
-    "SVR (magpie)": GridSearchCV(make_pipeline(StandardScaler(), SVR()),
-                                 {"svr__C": [1.0, 10.0], "svr__gamma": ["scale", 0.003],
-                                  "svr__epsilon": [0.01, 0.1]}, cv=5,
-                                 scoring="neg_mean_absolute_error", n_jobs=args.n_jobs),
-}
+# the protocol's grids (skcgcnn.baselines, as benchmarks/paper.py and skcgcnn compare)
+baselines = {f"{name} (magpie)": model for name, model in baseline_models(
+    ["RF", "SVR"], random_state=args.seed).items()}
 for name, model in baselines.items():
     t = time.time()
     pred = model.fit(m_train, y_train).predict(m_test)
