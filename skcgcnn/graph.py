@@ -509,7 +509,37 @@ def _as_list(X, name="X"):
     return X
 
 
-class CrystalGraphTransformer(TransformerMixin, BaseEstimator):
+class StructureTransformerMixin(TransformerMixin):
+    """Mixin of the stateless transformers of structures (graphs, SOAP vectors).
+
+    ``fit`` only validates the parameters, and the estimator tags say that ``X``
+    is a sequence of structures or file paths, not a 2-D array.
+    """
+
+    def fit(self, X=None, y=None):
+        """Validate the parameters; the transformer learns nothing.
+
+        Parameters
+        ----------
+        X, y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        self.fitted_ = True
+        return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags
+
+
+class CrystalGraphTransformer(StructureTransformerMixin, BaseEstimator):
     """Turn crystal structures into crystal graphs (a stateless transformer).
 
     Parameters
@@ -558,28 +588,6 @@ class CrystalGraphTransformer(TransformerMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.memory = memory
         self.verbose = verbose
-
-    def fit(self, X=None, y=None):
-        """Validate the parameters; the transformer learns nothing.
-
-        Parameters
-        ----------
-        X, y : ignored
-
-        Returns
-        -------
-        self : CrystalGraphTransformer
-        """
-        self._validate_params()
-        self.fitted_ = True
-        return self
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = False
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        return tags
 
     def transform(self, X):
         """Build the graph of every structure.

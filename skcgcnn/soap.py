@@ -23,10 +23,10 @@ import os
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .graph import _as_list, read_structure_file
+from .graph import StructureTransformerMixin, _as_list, read_structure_file
 
 __all__ = ["SOAPFeaturizer", "soap_kernel", "soap_kernel_ridge"]
 
@@ -52,7 +52,7 @@ def _atoms(obj, index):
                     f"got {type(obj).__name__}")
 
 
-class SOAPFeaturizer(TransformerMixin, BaseEstimator):
+class SOAPFeaturizer(StructureTransformerMixin, BaseEstimator):
     """Mean SOAP power spectrum of each crystal (dscribe), for the average kernel.
 
     Wraps ``dscribe.descriptors.SOAP`` with ``average="outer"`` (the mean of
@@ -111,19 +111,6 @@ class SOAPFeaturizer(TransformerMixin, BaseEstimator):
         self.compression = compression
         self.species = species
         self.n_jobs = n_jobs
-
-    def fit(self, X=None, y=None):
-        """Validate the parameters; nothing is learned. Returns self."""
-        self._validate_params()
-        self.fitted_ = True
-        return self
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = False
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        return tags
 
     def _descriptor(self):
         from dscribe.descriptors import SOAP
