@@ -332,7 +332,8 @@ def _cmd_pretrain(args):
                    batch_size=args.batch_size, checkpoint_dir=args.checkpoint_dir,
                    random_state=args.random_state, card=card, device=args.device or "cpu",
                    conv_dtype=args.conv_dtype, radius=args.radius, overwrite=args.force,
-                   max_num_nbr=args.max_num_nbr, verbose=0 if args.quiet else 1)
+                   max_num_nbr=args.max_num_nbr, verbose=0 if args.quiet else 1,
+                   **({} if sys.stdout.isatty() else {"callbacks__print_log__sink": _print_plain}))
     weights, card_path = model_paths(args.output)
     _note(f"wrote {weights} and its model card {card_path} (best epoch "
           f"{net.card_.get('best_epoch')} of {net.card_['epochs_trained']}, "

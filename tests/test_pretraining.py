@@ -97,7 +97,8 @@ def test_cli_pretrain_then_finetune(tmp_path, capsys):
     (root / "id_prop.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "source.pt"
     assert main(["pretrain", str(root), "-o", str(out), "--epochs", "3", "--warmup", "1",
-                 "--batch-size", "4", "--units", "A^3/atom", "-q"]) == 0
+                 "--batch-size", "4", "--units", "A^3/atom"]) == 0
+    assert "\x1b[" not in capsys.readouterr().out  # the loss table without colour codes
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["training_command"].startswith("skcgcnn pretrain")
     assert card["hyperparameters"]["epochs"] == 3 and card["epochs_trained"] == 3
