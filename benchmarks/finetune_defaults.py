@@ -39,6 +39,9 @@ from skcgcnn.stats import repeated_splits  # noqa: E402
 PROTOCOL = ROOT / "benchmarks" / "results" / "500-K_VRH.csv"
 PROTOCOL_MODEL = "TL-CGCNN (36k-ΔE_f)"
 
+#: The retrained formation-energy model (AdamW + cosine, 150 epochs; benchmarks/checkpoints/)
+V2_SOURCE = ROOT / "benchmarks" / "checkpoints" / "v2" / "mp-formation-energy.pt"
+
 #: name: keyword arguments of TransferCGCNNRegressor (conv_dtype="float32" added)
 CONFIGS = {
     "defaults": {},
@@ -64,8 +67,11 @@ CONFIGS = {
                                  callbacks=[("cosine", CosineLR(40))]),
     # the defaults from the v2 source model (AdamW + cosine pretraining, 150 epochs), before
     # it replaces mp-formation-energy in the library
-    "defaults, v2 source": dict(pretrained=str(
-        ROOT / "benchmarks" / "checkpoints" / "v2" / "mp-formation-energy.pt")),
+    "defaults, v2 source": dict(pretrained=str(V2_SOURCE)),
+    "defaults lr 0.003, v2 source": dict(pretrained=str(V2_SOURCE), lr=0.003),
+    "defaults lr 0.02, v2 source": dict(pretrained=str(V2_SOURCE), lr=0.02),
+    "protocol-f32, v2 source": dict(pretrained=str(V2_SOURCE), batch_size=64, max_epochs=150,
+                                    lr=0.005, lr_schedule="step", lr_decay_epoch=100),
 }
 
 
