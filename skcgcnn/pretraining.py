@@ -144,7 +144,7 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
                               "resume; pass overwrite=True (--force) to start a new one")
 
     if X_valid is not None:
-        X = np.concatenate([_graph_array(X), _graph_array(X_valid)])
+        X = np.concatenate([_graph_array(X, params), _graph_array(X_valid, params)])
         n_train = len(y)
         y = np.concatenate([np.asarray(y, float), np.asarray(y_valid, float)])
         params.setdefault("train_split", _fixed_split(n_train))
@@ -168,11 +168,8 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
     full_card = {**(card or {}), "n_train": len(y) - n_valid, "n_validation": n_valid,
                  "hyperparameters": {**recipe, **{k: v for k, v in params.items()
                                                    if k in ("conv_dtype", "device")}}}
-    opt = {"optimizer": getattr(torch.optim, _OPTIMIZERS[optimizer])}
-    if optimizer == "adamw":
-        opt["optimizer__weight_decay"] = weight_decay
-    else:
-        opt["weight_decay"] = weight_decay
+    # weight_decay reaches AdamW's decoupled decay or SGD's L2 penalty alike
+    opt = {"optimizer": getattr(torch.optim, _OPTIMIZERS[optimizer]), "weight_decay": weight_decay}
     # checkpoints before the user's callbacks: one that stops the run finds the epoch saved
     callbacks = [AtomicCheckpoint(ckpt), SavePretrained(path, full_card)]
     if schedule == "cosine":
@@ -180,8 +177,7 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
     cls = estimator or CGCNNRegressor
     net = cls(lr=lr_now, lr_decay_epoch=decay_at, batch_size=batch_size,
               max_epochs=max(epochs - done, 0), random_state=random_state,
-              callbacks=[*callbacks, *params.pop("callbacks", [])],
-              **opt, **params)
+              callbacks=[*callbacks, *params.pop("callbacks", [])], **opt, **params)
     from .io import save_json
     from .pretrained import load_estimator
 
@@ -200,15 +196,15 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
     return net
 
 
-def _graph_array(X):
-    from .graph import CrystalGraph, as_graph_array
+def _graph_array(X, params):
+    """Graphs of ``X`` (graphs, or structures featurized with the net's settings)."""
+    from .graph import CrystalGraphTransformer, _graph_array_or_none
 
-    items = list(X)
-    if all(isinstance(g, CrystalGraph) for g in items):
-        return as_graph_array(items)
-    from .graph import CrystalGraphTransformer
-
-    return CrystalGraphTransformer().transform(items)
+    graphs = _graph_array_or_none(X)
+    if graphs is None:
+        graphs = CrystalGraphTransformer(radius=params.get("radius", 8.0),
+                                         max_num_nbr=params.get("max_num_nbr", 12)).transform(X)
+    return graphs
 
 
 @functools.lru_cache(maxsize=None)

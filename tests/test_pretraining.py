@@ -38,6 +38,7 @@ def test_pretrain_writes_best_model_with_its_recipe(tiny, tmp_path):
     assert card["hyperparameters"]["schedule"] == "cosine"
     assert card["units"] == "A^3/atom" and card["n_train"] + card["n_validation"] == len(y)
     assert isinstance(net.optimizer_, torch.optim.AdamW)
+    assert net.optimizer_.param_groups[0]["weight_decay"] == PRETRAINING_RECIPE["weight_decay"]
     # the saved file is the best epoch, and transfer loads it
     losses = [row["valid_loss"] for row in net.history]
     assert card["best_epoch"] == int(np.argmin(losses)) + 1
