@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator
 
-from .graph import CrystalGraph, _as_list, read_structure_file
+from .graph import CrystalGraph, StructureTransformerMixin, _as_list, read_structure_file
 
 __all__ = ["MagpieFeaturizer"]
 
@@ -33,7 +34,7 @@ def _composition(obj, index):
                     f"index {index}, got {type(obj).__name__}")
 
 
-class MagpieFeaturizer(TransformerMixin, BaseEstimator):
+class MagpieFeaturizer(StructureTransformerMixin, BaseEstimator):
     """The 132 magpie element-property descriptors of each crystal's composition.
 
     Wraps matminer's ``ElementProperty.from_preset("magpie")``, as the paper's
@@ -61,19 +62,10 @@ class MagpieFeaturizer(TransformerMixin, BaseEstimator):
     (2, 132)
     """
 
+    _parameter_constraints = {"n_jobs": [Integral, None]}
+
     def __init__(self, n_jobs=1):
         self.n_jobs = n_jobs
-
-    def fit(self, X=None, y=None):
-        """Nothing to learn; returns self."""
-        self.fitted_ = True
-        return self
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = False
-        tags.input_tags.two_d_array = False
-        return tags
 
     def transform(self, X):
         """Descriptors, shape (n_crystals, 132)."""
