@@ -42,6 +42,9 @@ PROTOCOL_MODEL = "TL-CGCNN (36k-ΔE_f)"
 #: The retrained formation-energy model (AdamW + cosine, 150 epochs; benchmarks/checkpoints/)
 V2_SOURCE = ROOT / "benchmarks" / "checkpoints" / "v2" / "mp-formation-energy.pt"
 
+#: The multi-property model (ΔE_f, E_g, E_fermi, magnetization; benchmarks/checkpoints/)
+MT_SOURCE = ROOT / "benchmarks" / "checkpoints" / "v2" / "mp-multitask.pt"
+
 #: name: keyword arguments of TransferCGCNNRegressor (conv_dtype="float32" added)
 CONFIGS = {
     "defaults": {},
@@ -72,6 +75,10 @@ CONFIGS = {
     "defaults lr 0.02, v2 source": dict(pretrained=str(V2_SOURCE), lr=0.02),
     "protocol-f32, v2 source": dict(pretrained=str(V2_SOURCE), batch_size=64, max_epochs=150,
                                     lr=0.005, lr_schedule="step", lr_decay_epoch=100),
+    "defaults, multitask source": dict(pretrained=str(MT_SOURCE)),
+    "protocol-f32, multitask source": dict(pretrained=str(MT_SOURCE), batch_size=64,
+                                           max_epochs=150, lr=0.005, lr_schedule="step",
+                                           lr_decay_epoch=100),
 }
 
 

@@ -113,7 +113,9 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
     guarantees and what it does not.
 
     Structures are featurized once, and the members are fitted in parallel
-    (``n_jobs``), each worker with ``cpu_count() // workers`` torch threads.
+    (``n_jobs``), each worker with ``cpu_count() // workers`` torch threads;
+    members left over when ``n_estimators`` is not a multiple of the workers
+    share all the threads in a last round.
 
     Parameters
     ----------
@@ -222,6 +224,22 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
             return 1, None
         return workers, max(1, cpu_count() // workers)
 
+    def _rounds(self, n_tasks):
+        """Groups of member indices fitted together: ``(indices, workers, threads)``.
+
+        The members that fill every worker run first; the few left over (5
+        members on 2 workers leave 1) then share all the cores instead of one
+        core each, so no core idles through the last round.
+        """
+        workers, threads = self._workers(n_tasks)
+        full = n_tasks - n_tasks % workers
+        rounds = [(range(full), workers, threads)]
+        if full < n_tasks:
+            rest = n_tasks - full
+            rounds.append((range(full, n_tasks), rest,
+                           max(1, workers * threads // rest) if threads else None))
+        return rounds
+
     def _features(self, template, X):
         """Featurize ``X`` once for every member (graphs for a skcgcnn network)."""
         if hasattr(template, "_graphs"):
@@ -257,9 +275,11 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         if len(Xf) != len(y):
             raise ValueError(f"X and y have different lengths: {len(Xf)} crystals, "
                              f"{len(y)} targets")
-        workers, threads = self._workers(len(members))
-        out = Parallel(n_jobs=workers)(delayed(_fit_member)(m, Xf, y, threads)
-                                       for m in members)
+        out = []
+        for group in self._rounds(len(members)):  # [(members, workers, threads), ...]
+            workers, threads = group[1:]
+            out += Parallel(n_jobs=workers)(delayed(_fit_member)(members[i], Xf, y, threads)
+                                            for i in group[0])
         self.estimators_ = [m for m, _, _ in out]
         preds = np.stack([p for _, _, p in out])
         self._calibrate(y, preds, [h for _, h, _ in out])

@@ -105,6 +105,24 @@ def test_members_differ_in_seed_and_are_reproducible():
     assert a.predict_members(X).shape == (4, 100)
 
 
+def test_left_over_members_share_the_cores(monkeypatch):
+    import skcgcnn.ensemble as ensemble
+
+    monkeypatch.setattr(ensemble, "cpu_count", lambda: 4)
+    rounds = [(list(i), w, t) for i, w, t in EnsembleRegressor(n_jobs=2)._rounds(5)]
+    assert rounds == [([0, 1, 2, 3], 2, 2), ([4], 1, 4)]  # no core idles in the last round
+    rounds = [(list(i), w, t) for i, w, t in EnsembleRegressor(n_jobs=4)._rounds(6)]
+    assert rounds == [([0, 1, 2, 3], 4, 1), ([4, 5], 2, 2)]
+    assert [(list(i), w, t) for i, w, t in EnsembleRegressor()._rounds(5)] == [
+        ([0, 1, 2, 3, 4], 1, None)]
+    # every member is fitted once, in seed order, whatever the rounds
+    X, y = noisy_line(60)
+    a = EnsembleRegressor(Line(spread=1.0), n_estimators=5, n_jobs=2, random_state=1).fit(X, y)
+    b = EnsembleRegressor(Line(spread=1.0), n_estimators=5, random_state=1).fit(X, y)
+    assert [m.random_state for m in a.estimators_] == list(a.seeds_)
+    np.testing.assert_array_equal(a.predict_members(X), b.predict_members(X))
+
+
 @pytest.mark.parametrize("n", [1, 0, -3, 2.5, True, "5", None])
 def test_bad_n_estimators(n):
     X, y = noisy_line(50)
