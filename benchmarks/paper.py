@@ -240,13 +240,28 @@ UQ_COLUMNS = ["trial", "model", "n_train", "test_mae", "train_mae", "fit_time_s"
               "coverage_90", "spearman", "mean_std", "member_mae"]
 
 
+#: Members' predictions of every ensembles-stage fit (``uncertainty_row``'s ``dump``).
+ENSEMBLE_DUMPS = ROOT / "benchmarks" / "cache" / "ensembles"
+
+
+def dump_path(target, model, trial):
+    return ENSEMBLE_DUMPS / slug(target) / (re.sub(r"[^\w.-]+", "_", slug(model)) + f"-{trial}.npz")
+
+
 def uq_path(target):
     return RESULTS / f"{slug(target)}-ensembles.csv"
 
 
-def uncertainty_row(model, X, y, fit_idx, test_idx):
-    """Fit an EnsembleRegressor; its test MAE, 90 % coverage and Spearman(|error|, std)."""
+def uncertainty_row(model, X, y, fit_idx, test_idx, dump=None):
+    """Fit an EnsembleRegressor; its test MAE, 90 % coverage and Spearman(|error|, std).
+
+    ``dump``: an ``.npz`` path for what any calibration rule needs (the targets, every
+    member's predictions on the fit and test crystals, which fit crystals each member held
+    out), so that calibrations can be compared later without refitting.
+    """
     from scipy.stats import spearmanr
+
+    from skcgcnn.ensemble import _held_out
 
     t0 = time.time()
     model.fit(X[fit_idx], y[fit_idx])
@@ -255,6 +270,15 @@ def uncertainty_row(model, X, y, fit_idx, test_idx):
     lower, upper = model.predict_interval(X[test_idx], confidence_level=0.9).T
     err = np.abs(mean - y[test_idx])
     members = model.predict_members(X[test_idx])
+    if dump is not None:
+        held = np.zeros((len(model.estimators_), len(fit_idx)), dtype=bool)
+        for m, member in enumerate(model.estimators_):
+            idx = _held_out(member, X[fit_idx], y[fit_idx])
+            held[m, idx if idx is not None else []] = True
+        dump.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(dump, y_fit=y[fit_idx], y_test=y[test_idx], held=held,
+                            members_fit=model.predict_members(X[fit_idx]),
+                            members_test=members)
     return dict(test_mae=float(err.mean()),
                 train_mae=float(np.abs(model.predict(X[fit_idx]) - y[fit_idx]).mean()),
                 fit_time_s=fit_time,
@@ -280,8 +304,11 @@ def run_ensembles(target, models, X, y, splits, n_jobs=None):
                 continue
             model = clone(model).set_params(n_jobs=n_jobs)
             row = dict(trial=t, model=name, n_train=len(train),
-                       **uncertainty_row(model, X, y, np.r_[train, val], test))
-            rows.append(row)
+                       **uncertainty_row(model, X, y, np.r_[train, val], test,
+                                         dump=dump_path(target, name, t)))
+            # re-read: another process may be filling the same file with other models
+            rows = (pd.read_csv(path, float_precision="round_trip").to_dict("records")
+                    if path.is_file() else []) + [row]
             atomic_write_bytes(path, pd.DataFrame(rows, columns=UQ_COLUMNS).to_csv(
                 index=False).encode())
             print(f"{target} trial {t} {name}: MAE {row['test_mae']:.4f}, 90 % coverage "
