@@ -77,6 +77,18 @@ def _mean_std(preds):
     return preds[0] + shift, (dev - shift).std(axis=0, ddof=1)
 
 
+def _spread_ratio(ss_out, dof_out, ss_in, dof_in, min_dof=10):
+    """Ratio of the held-out members' pooled spread to the training members' one.
+
+    Estimated on every crystal held out (or trained on) by two members or more;
+    1.0 when either group has fewer than ``min_dof`` degrees of freedom or no
+    spread at all.
+    """
+    if dof_out < min_dof or dof_in < min_dof or ss_out <= 0 or ss_in <= 0:
+        return 1.0
+    return float(np.sqrt((ss_out / dof_out) / (ss_in / dof_in)))
+
+
 def _conformal_quantile(scores, confidence_level):
     """Finite-sample conformal quantile: the ``ceil((n + 1) level)``-th smallest score."""
     n = len(scores)
@@ -153,7 +165,13 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
     oob_std_ : ndarray of shape (n_crystals,)
         Members' spread on each training crystal: the pooled standard
         deviation within the members that held it out and within those that
-        trained on it (NaN where that leaves no degree of freedom).
+        trained on it, the latter scaled by ``in_spread_ratio_`` (NaN where
+        that leaves no degree of freedom).
+    in_spread_ratio_ : float
+        How much more the members disagree on crystals they held out than on
+        crystals they trained on (the ratio of the two groups' pooled
+        standard deviations over all training crystals; 1.0 when too few
+        crystals were held out by two members).
     conformity_scores_ : ndarray
         ``|y - oob_prediction_| / oob_std_`` of the held-out crystals
         (MAPIE's ``StdConformityScore``).
@@ -301,10 +319,18 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
             # Spread within the members that held a crystal out and within those that
             # trained on it, pooled: the gap between the two groups (members that
             # trained on a crystal are pulled towards its target) is no spread a new
-            # crystal would show.
-            dev = np.where(mask, preds - self.oob_prediction_, preds - in_mean)
-            dof = k - (n_out > 0) - (n_in > 0)
-            self.oob_std_ = np.where(dof > 0, np.sqrt((dev ** 2).sum(axis=0) / dof), np.nan)
+            # crystal would show. The members that trained on a crystal also agree
+            # more on it than on a new crystal: their spread is scaled up by the ratio
+            # of the two groups' pooled spreads over all crystals.
+            ss_out = np.where(mask, preds - self.oob_prediction_, 0.0) ** 2
+            ss_in = np.where(mask, 0.0, preds - in_mean) ** 2
+            dof_out, dof_in = np.maximum(n_out - 1, 0), np.maximum(n_in - 1, 0)
+            self.in_spread_ratio_ = _spread_ratio(ss_out.sum(), dof_out.sum(),
+                                                  ss_in.sum(), dof_in.sum())
+            dof = dof_out + dof_in
+            self.oob_std_ = np.where(dof > 0, np.sqrt(
+                (ss_out.sum(axis=0) + self.in_spread_ratio_ ** 2 * ss_in.sum(axis=0)) / dof),
+                np.nan)
         self.std_scale_ = 1.0
         self.conformity_scores_ = np.empty(0)
         if not self.calibrate:
@@ -472,6 +498,7 @@ def save_ensemble(ensemble, path, *, overwrite=False, **card):
             "calibrate": bool(ensemble.calibrate),
             "confidence_level": float(ensemble.confidence_level),
             "std_scale": float(ensemble.std_scale_),
+            "in_spread_ratio": float(getattr(ensemble, "in_spread_ratio_", 1.0)),
             "conformity_scores": [float(v) for v in ensemble.conformity_scores_],
         },
         **card,
@@ -579,6 +606,7 @@ def load_ensemble(name_or_path):
     model.estimators_ = members
     model.seeds_ = np.asarray(block.get("seeds", range(n)), dtype=np.int64)
     model.std_scale_ = float(block.get("std_scale", 1.0))
+    model.in_spread_ratio_ = float(block.get("in_spread_ratio", 1.0))
     model.conformity_scores_ = np.asarray(block.get("conformity_scores", []), dtype=np.float64)
     model.card_ = card
     return model

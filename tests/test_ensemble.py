@@ -76,6 +76,23 @@ def test_held_out_spread_is_pooled_within_groups():
     assert np.isnan(model.oob_std_[1]) or model.oob_std_[1] > 0
 
 
+def test_spread_of_members_that_trained_on_a_crystal_is_scaled_up():
+    """Members agree more on crystals they trained on: the ratio restores a new crystal's spread."""
+    rng = np.random.RandomState(0)
+    k, n = 5, 4000
+    held = rng.uniform(size=(k, n)) < 0.4
+    y = rng.normal(size=n)
+    preds = y + np.where(held, 2.0, 1.0) * rng.normal(size=(k, n))  # held out: spread 2
+    model = EnsembleRegressor(Line(), n_estimators=k, calibrate=False)
+    model._calibrate(y, preds, [np.flatnonzero(h) for h in held])
+    assert abs(model.in_spread_ratio_ - 2.0) < 0.1
+    ok = np.isfinite(model.oob_std_)
+    assert abs(np.sqrt(np.mean(model.oob_std_[ok] ** 2)) - 2.0) < 0.1
+    # no held-out pair to compare with: no scaling
+    model._calibrate(y[:3], preds[:, :3], [np.flatnonzero(h[:3]) for h in held])
+    assert model.in_spread_ratio_ == 1.0
+
+
 @pytest.mark.parametrize("spread", [0.05, 0.2])
 def test_intervals_reach_nominal_coverage_on_known_noise(spread):
     X, y = noisy_line(600, noise=0.5, seed=1)
@@ -250,6 +267,7 @@ def test_save_and_load_ensemble(tiny, tmp_path):
     np.testing.assert_allclose(model.predict_interval(graphs), again.predict_interval(graphs),
                                rtol=1e-6)
     assert again.card_["units"] == "A^3"
+    assert again.in_spread_ratio_ == model.in_spread_ratio_
     save_pretrained(model.estimators_[0], tmp_path / "single.pt")
     assert not is_saved_ensemble(tmp_path / "single.pt")
     with pytest.raises(ValueError, match="not an ensemble"):
