@@ -182,7 +182,12 @@ def cgcnn_models(target, stage, fit=FIT):
                 # protocol's cost at the same single-fit MAE (docs/performance.md)
                 ensemble_name(tl_name(target)): EnsembleRegressor(
                     TransferCGCNNRegressor(pretrained=big, conv_dtype=fit["conv_dtype"]),
-                    n_estimators=N_MEMBERS, random_state=seed)}
+                    n_estimators=N_MEMBERS, random_state=seed),
+                **({} if TARGETS[target]["data"] == MP_CRYSTALS else {  # as in "transfer"
+                    ensemble_name("TL-CGCNN (36k-multitask)"): EnsembleRegressor(
+                        TransferCGCNNRegressor(pretrained=multitask_source(),
+                                               conv_dtype=fit["conv_dtype"]),
+                        n_estimators=N_MEMBERS, random_state=seed)})}
     models = {} if TARGETS[target]["data"] == MP_CRYSTALS else {
         # the multi-property model saw ΔE_f and E_g of the MP crystals: only targets of
         # other data (K_VRH) are free of that leak

@@ -148,8 +148,13 @@ def write_pretrained_cards(path=GENERATED / "pretrained_cards.rst.inc"):
         for name, card in cards.items():
             units = card.get("units", "")
             sizes = " / ".join(_fmt(card.get(k)) for k in ("n_train", "n_validation", "n_test"))
-            mae = _test_mae(card)
-            mae = "not recorded" if mae is None else f"{_fmt(mae)} {units}".strip()
+            if isinstance(card.get("test_mae"), list):  # a multi-property model
+                mae = ", ".join(f"{_fmt(m)} {u}" for m, u in zip(card["test_mae"], units))
+                card = {**card, "target": ", ".join(card["target"])}
+                units = ", ".join(units)
+            else:
+                mae = _test_mae(card)
+                mae = "not recorded" if mae is None else f"{_fmt(mae)} {units}".strip()
             feat = card.get("featurizer", {})
             lines += [f"   * - ``{name}``",
                       f"     - {_cell(card.get('target', '?'))} ({_cell(units) or 'no units'})",

@@ -399,6 +399,8 @@ def _cmd_predict(args):
 
 
 def _fmt(value, spec=".4g"):
+    if isinstance(value, (list, tuple)):  # a multi-property model's card
+        return ", ".join(_fmt(v, spec) for v in value)
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -421,7 +423,7 @@ def _cmd_pretrained(args):
         with open(_resolve(args.name)[1]) as f:
             print(json.dumps(json.load(f), indent=2, sort_keys=True))
         return 0
-    rows = [(name, card.get("target", "-"), card.get("units", "-"), _fmt(card.get("n_train")),
+    rows = [(name, _fmt(card.get("target", "-")), _fmt(card.get("units", "-")), _fmt(card.get("n_train")),
              _fmt(card.get("test_mae")))
             for name, card in list_pretrained().items()]
     _print_table(("name", "target", "units", "n_train", "test_mae"), rows)
