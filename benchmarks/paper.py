@@ -24,7 +24,8 @@ Stages:
 - ``main``: CGCNN from scratch and TL-CGCNN fine-tuned (all parameters) from
   the larger pretrained model of the other property.
 - ``transfer``: TL-CGCNN from the 10k pretrained model, layer freezing (all but
-  the head) and a mixed strategy (embedding and first convolution frozen); on
+  the head), a mixed strategy (embedding and first convolution frozen), TL-CGCNN
+  with ``TransferCGCNNRegressor``'s fine-tuning defaults instead of the protocol's; on
   K_VRH also TL-CGCNN from the multi-property model (``mp-multitask``: ΔE_f,
   E_g, E_fermi and magnetization of the MP crystals, so not on the MP targets,
   whose labels it has seen).
@@ -194,6 +195,9 @@ def cgcnn_models(target, stage, fit=FIT):
         "TL-CGCNN (36k-multitask)": TransferCGCNNRegressor(pretrained=multitask_source(), **tl)}
     return {
         **models,
+        # the estimator's own fine-tuning defaults (30 epochs of 32, lr 0.01, cosine)
+        f"TL-CGCNN, defaults ({big_label})": TransferCGCNNRegressor(
+            pretrained=big, conv_dtype=fit["conv_dtype"]),
         f"TL-CGCNN ({small_label})": TransferCGCNNRegressor(pretrained=small, **tl),
         f"freezing ({big_label})": TransferCGCNNRegressor(pretrained=big, freeze="all_but_head",
                                                          **dict(fit, lr=0.01)),
