@@ -5,6 +5,8 @@ Examples
 python benchmarks/finetune_defaults.py                         # every configuration below
 python benchmarks/finetune_defaults.py --configs defaults protocol-f32 --trials 10
 python benchmarks/finetune_defaults.py --report                # table from the CSV
+python benchmarks/finetune_defaults.py --column G_VRH --csv docs/results/finetune_gvrh.csv \
+    --configs defaults "defaults, multitask source"           # shear moduli instead
 
 Each configuration fine-tunes ``TransferCGCNNRegressor("mp-formation-energy")``
 in float32 (``conv_dtype="float32"``, one torch thread unless ``--threads``) on
@@ -42,8 +44,8 @@ PROTOCOL_MODEL = "TL-CGCNN (36k-ΔE_f)"
 #: The retrained formation-energy model (AdamW + cosine, 150 epochs; benchmarks/checkpoints/)
 V2_SOURCE = ROOT / "benchmarks" / "checkpoints" / "v2" / "mp-formation-energy.pt"
 
-#: The multi-property model (ΔE_f, E_g, E_fermi, magnetization; benchmarks/checkpoints/)
-MT_SOURCE = ROOT / "benchmarks" / "checkpoints" / "v2" / "mp-multitask.pt"
+#: The multi-property model (ΔE_f, E_g, E_fermi, magnetization), in the library
+MT_SOURCE = "mp-multitask"
 
 #: name: keyword arguments of TransferCGCNNRegressor (conv_dtype="float32" added)
 CONFIGS = {
@@ -82,16 +84,17 @@ CONFIGS = {
 }
 
 
-def load_kvrh():
+def load_kvrh(column="K_VRH"):
+    """Graphs and log10 of a modulus (GPa) of the elasticity file, crystals with a value."""
     table, graphs = load_table_and_graphs(MP_ELASTICITY, n_jobs=1)
-    y = table["K_VRH"].to_numpy(float)
+    y = table[column].to_numpy(float)
     keep = np.isfinite(y)
     return graphs[keep], np.log10(y[keep])
 
 
-def run(configs, n_trials, csv, threads):
+def run(configs, n_trials, csv, threads, column="K_VRH"):
     torch.set_num_threads(threads)
-    graphs, y = load_kvrh()
+    graphs, y = load_kvrh(column)
     splits = repeated_splits(len(y), 500, n_trials, random_state=0)
     done = pd.read_csv(csv) if os.path.exists(csv) else pd.DataFrame()
     rows = done.to_dict("records")
@@ -143,10 +146,13 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--csv", default=str(ROOT / "docs" / "results" / "finetune_defaults.csv"))
     p.add_argument("--report", action="store_true")
+    p.add_argument("--column", default="K_VRH", choices=["K_VRH", "G_VRH"],
+                   help="modulus to fit (log10 GPa); the report's protocol row is K_VRH's")
     args = p.parse_args(argv)
     if not args.report:
-        run(args.configs, args.trials, args.csv, args.threads)
-    report(args.csv)
+        run(args.configs, args.trials, args.csv, args.threads, args.column)
+    if args.column == "K_VRH":
+        report(args.csv)
 
 
 if __name__ == "__main__":
