@@ -158,13 +158,17 @@ def ensemble(cls, params, n_members=N_MEMBERS):
                             for s in range(n_members)])
 
 
+#: The v2 runs of benchmarks/pretrain.py (benchmarks/checkpoints/README.md).
+V2_CHECKPOINTS = ROOT / "benchmarks" / "checkpoints" / "v2"
+
+
 def multitask_source():
     """The multi-property model: its library name, or its checkpoint before it joins."""
     from skcgcnn.pretrained import list_pretrained
 
     if "mp-multitask" in list_pretrained():
         return "mp-multitask"
-    return str(ROOT / "benchmarks" / "checkpoints" / "v2" / "mp-multitask.pt")
+    return str(V2_CHECKPOINTS / "mp-multitask.pt")
 
 
 def cgcnn_models(target, stage, fit=FIT):
@@ -198,6 +202,10 @@ def cgcnn_models(target, stage, fit=FIT):
         # the estimator's own fine-tuning defaults (30 epochs of 32, lr 0.01, cosine)
         f"TL-CGCNN, defaults ({big_label})": TransferCGCNNRegressor(
             pretrained=big, conv_dtype=fit["conv_dtype"]),
+        **({} if big != "mp-formation-energy" else {  # the retrained one, not in the library
+            f"TL-CGCNN, defaults ({big_label} v2)": TransferCGCNNRegressor(
+                pretrained=str(V2_CHECKPOINTS / "mp-formation-energy.pt"),
+                conv_dtype=fit["conv_dtype"])}),
         f"TL-CGCNN ({small_label})": TransferCGCNNRegressor(pretrained=small, **tl),
         f"freezing ({big_label})": TransferCGCNNRegressor(pretrained=big, freeze="all_but_head",
                                                          **dict(fit, lr=0.01)),

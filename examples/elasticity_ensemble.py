@@ -7,8 +7,9 @@ The small-data case skcgcnn is for, on the bundled Materials Project elastic mod
 From 2,591 crystals, ``--n-train`` (300) are drawn for fitting and ``--n-test`` (500)
 others for testing; the target is log10 of the Voigt-Reuss-Hill bulk modulus (GPa).
 
-- TL-CGCNN ensemble: 5 seeds of a CGCNN pretrained on 31,737 formation energies,
-  fine-tuned (:class:`skcgcnn.EnsembleRegressor`); each member holds out 20 % of the
+- TL-CGCNN ensemble: 5 seeds of ``mp-multitask``, a CGCNN pretrained on the formation
+  energy, band gap, Fermi energy and magnetization of 31,737 crystals (the library's best
+  source for moduli), fine-tuned (:class:`skcgcnn.EnsembleRegressor`); each member holds out 20 % of the
   training crystals for its best epoch, and those held-out crystals calibrate the std.
 - CGCNN ensemble: the same from scratch, so the gain of transfer is told apart from
   the gain of averaging.
@@ -46,7 +47,7 @@ parser.add_argument("--members", type=int, default=5, help="seeds per ensemble (
 parser.add_argument("--epochs", type=int, default=80,
                     help="training epochs of CGCNN from scratch (default: 80); TL-CGCNN "
                          "fine-tunes with its defaults (30 epochs, batch 32, cosine)")
-parser.add_argument("--pretrained", default="mp-formation-energy")
+parser.add_argument("--pretrained", default="mp-multitask")
 parser.add_argument("--n-jobs", type=int, default=2, help="parallel members (default: 2)")
 parser.add_argument("--seed", type=int, default=0, help="seed of the sample and the models")
 parser.add_argument("--plot", default="elasticity_ensemble.png",
