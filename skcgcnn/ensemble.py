@@ -50,6 +50,15 @@ def _held_out(member, X, y):
     return None
 
 
+@contextlib.contextmanager
+def _quiet_worker_restarts():
+    """Silence loky's note when it replaces a worker whose memory grew (a torch fit grows it
+    by more than loky's 300 MB leak threshold); the worker's jobs run on a fresh one."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given")
+        yield
+
+
 def _fit_member(member, X, y, n_threads):
     """Fit one member; return it, its held-out indices and its predictions on ``X``."""
     with _threads(n_threads):
@@ -296,8 +305,9 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         out = []
         for group in self._rounds(len(members)):  # [(members, workers, threads), ...]
             workers, threads = group[1:]
-            out += Parallel(n_jobs=workers)(delayed(_fit_member)(members[i], Xf, y, threads)
-                                            for i in group[0])
+            with _quiet_worker_restarts():
+                out += Parallel(n_jobs=workers)(
+                    delayed(_fit_member)(members[i], Xf, y, threads) for i in group[0])
         self.estimators_ = [m for m, _, _ in out]
         preds = np.stack([p for _, _, p in out])
         self._calibrate(y, preds, [h for _, h, _ in out])
@@ -368,8 +378,9 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         workers, threads = self._workers(len(self.estimators_))
         if workers == 1:
             return np.stack([_predict_member(m, Xf, None) for m in self.estimators_])
-        return np.stack(Parallel(n_jobs=workers)(
-            delayed(_predict_member)(m, Xf, threads) for m in self.estimators_))
+        with _quiet_worker_restarts():
+            return np.stack(Parallel(n_jobs=workers)(
+                delayed(_predict_member)(m, Xf, threads) for m in self.estimators_))
 
     def predict(self, X, return_std=False):
         """Mean prediction of the members, and optionally its calibrated std.
