@@ -423,8 +423,7 @@ def _cmd_pretrained(args):
         with open(_resolve(args.name)[1]) as f:
             print(json.dumps(json.load(f), indent=2, sort_keys=True))
         return 0
-    rows = [(name, _fmt(card.get("target", "-")), _fmt(card.get("units", "-")), _fmt(card.get("n_train")),
-             _fmt(card.get("test_mae")))
+    rows = [(name, *(_fmt(card.get(k, "-")) for k in ("target", "units", "n_train", "test_mae")))
             for name, card in list_pretrained().items()]
     _print_table(("name", "target", "units", "n_train", "test_mae"), rows)
     return 0

@@ -303,11 +303,10 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
             raise ValueError(f"X and y have different lengths: {len(Xf)} crystals, "
                              f"{len(y)} targets")
         out = []
-        for group in self._rounds(len(members)):  # [(members, workers, threads), ...]
-            workers, threads = group[1:]
+        for indices, workers, threads in self._rounds(len(members)):
             with _quiet_worker_restarts():
                 out += Parallel(n_jobs=workers)(
-                    delayed(_fit_member)(members[i], Xf, y, threads) for i in group[0])
+                    delayed(_fit_member)(members[i], Xf, y, threads) for i in indices)
         self.estimators_ = [m for m, _, _ in out]
         preds = np.stack([p for _, _, p in out])
         self._calibrate(y, preds, [h for _, h, _ in out])
