@@ -84,7 +84,7 @@ CONFIGS = {
 }
 
 
-def load_kvrh(column="K_VRH"):
+def load_modulus(column="K_VRH"):
     """Graphs and log10 of a modulus (GPa) of the elasticity file, crystals with a value."""
     table, graphs = load_table_and_graphs(MP_ELASTICITY, n_jobs=1)
     y = table[column].to_numpy(float)
@@ -94,7 +94,7 @@ def load_kvrh(column="K_VRH"):
 
 def run(configs, n_trials, csv, threads, column="K_VRH"):
     torch.set_num_threads(threads)
-    graphs, y = load_kvrh(column)
+    graphs, y = load_modulus(column)
     splits = repeated_splits(len(y), 500, n_trials, random_state=0)
     done = pd.read_csv(csv) if os.path.exists(csv) else pd.DataFrame()
     rows = done.to_dict("records")

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from finetune_defaults import load_kvrh  # noqa: E402
+from finetune_defaults import load_modulus  # noqa: E402
 
 from skcgcnn import TransferCGCNNRegressor  # noqa: E402
 from skcgcnn.stats import repeated_splits  # noqa: E402
@@ -57,7 +57,7 @@ def main(argv=None):
         fit, test = perm[:n_fit], perm[n_fit:n_fit + 1000]
         pretrained = "mp-band-gap-nm"
     else:
-        graphs, y = load_kvrh()
+        graphs, y = load_modulus()
         train, val, test = repeated_splits(len(y), 500, 10, random_state=0)[args.trial]
         fit = np.concatenate([train, val])
     t_ready, c_ready = time.perf_counter() - T0, time.process_time()

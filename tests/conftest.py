@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from ase.build import bulk
+from sklearn.utils import estimator_checks as ec
 
 from skcgcnn import CrystalGraphTransformer
 from skcgcnn.datasets import load_dcdft
@@ -23,3 +24,31 @@ def tiny():
     y = np.array([at.get_volume() / len(at) for at in atoms])
     return atoms, CrystalGraphTransformer().transform(atoms), y
 
+
+
+#: scikit-learn's API checks that hold for estimators of structures (fit on numbers,
+#: which these estimators ignore or only validate). A test that takes ``sklearn_check``
+#: runs once per check, and per check in its module's ``EXTRA_SKLEARN_CHECKS``.
+SKLEARN_API_CHECKS = [
+    ec.check_get_params_invariance,
+    ec.check_set_params,
+    ec.check_no_attributes_set_in_init,
+    ec.check_parameters_default_constructible,
+    ec.check_do_not_raise_errors_in_init_or_set_params,
+    ec.check_estimator_cloneable,
+    ec.check_estimator_repr,
+    ec.check_mixin_order,
+    ec.check_valid_tag_types,
+    ec.check_estimator_tags_renamed,
+    ec.check_param_validation,
+    ec.check_estimators_overwrite_params,
+    ec.check_dont_overwrite_parameters,
+    ec.check_estimators_fit_returns_self,
+    ec.check_requires_y_none,
+]
+
+
+def pytest_generate_tests(metafunc):
+    if "sklearn_check" in metafunc.fixturenames:
+        checks = SKLEARN_API_CHECKS + getattr(metafunc.module, "EXTRA_SKLEARN_CHECKS", [])
+        metafunc.parametrize("sklearn_check", checks, ids=lambda c: c.__name__)

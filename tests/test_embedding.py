@@ -143,27 +143,9 @@ def test_pipeline_learns_and_grid_searches_the_layer(dcdft):
 # DataFrame of numbers as input); those behaviours are tested above on real
 # structures. check_n_features_in: there are no input features before
 # featurization, so no ``n_features_in_``.
-SKLEARN_CHECKS = [
-    ec.check_get_params_invariance,
-    ec.check_set_params,
-    ec.check_no_attributes_set_in_init,
-    ec.check_parameters_default_constructible,
-    ec.check_do_not_raise_errors_in_init_or_set_params,
-    ec.check_estimator_cloneable,
-    ec.check_estimator_repr,
-    ec.check_mixin_order,
-    ec.check_valid_tag_types,
-    ec.check_estimator_tags_renamed,
-    ec.check_param_validation,
-    # these fit on numbers, which ``fit`` ignores (it loads the network), so they apply:
-    ec.check_estimators_overwrite_params,
-    ec.check_dont_overwrite_parameters,
-    ec.check_estimators_fit_returns_self,
-    ec.check_requires_y_none,
-    ec.check_estimators_unfitted,
-]
+# the shared list is tests/conftest.py's SKLEARN_API_CHECKS
+EXTRA_SKLEARN_CHECKS = [ec.check_estimators_unfitted]
 
 
-@pytest.mark.parametrize("check", SKLEARN_CHECKS, ids=lambda c: c.__name__)
-def test_sklearn_estimator_checks(check):
-    check("PretrainedEmbedding", PretrainedEmbedding())
+def test_sklearn_estimator_checks(sklearn_check):
+    sklearn_check("PretrainedEmbedding", PretrainedEmbedding())

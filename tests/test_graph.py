@@ -12,7 +12,6 @@ from ase.build import bulk
 from pymatgen.core import DummySpecies, Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 from sklearn.base import clone
-from sklearn.utils import estimator_checks as ec
 
 import skcgcnn.graph as graph_module
 from skcgcnn.data import collate_graphs
@@ -379,29 +378,9 @@ def test_chunked_neighbour_search_matches_unchunked(monkeypatch):
 # before featurization, so no ``n_features_in_``); the set_output / pandas /
 # feature-name checks (the output is an object array of graphs, not columns).
 # Pickling and clone are tested below on real structures instead.
-SKLEARN_CHECKS = [
-    ec.check_get_params_invariance,
-    ec.check_set_params,
-    ec.check_no_attributes_set_in_init,
-    ec.check_parameters_default_constructible,
-    ec.check_do_not_raise_errors_in_init_or_set_params,
-    ec.check_estimator_cloneable,
-    ec.check_estimator_repr,
-    ec.check_mixin_order,
-    ec.check_valid_tag_types,
-    ec.check_estimator_tags_renamed,
-    ec.check_param_validation,  # fit validates the parameters
-    # these fit on numbers, which ``fit`` ignores (it learns nothing), so they apply:
-    ec.check_estimators_overwrite_params,
-    ec.check_dont_overwrite_parameters,
-    ec.check_estimators_fit_returns_self,
-    ec.check_requires_y_none,
-]
-
-
-@pytest.mark.parametrize("check", SKLEARN_CHECKS, ids=lambda c: c.__name__)
-def test_sklearn_estimator_checks(check):
-    check("CrystalGraphTransformer", CrystalGraphTransformer())
+# the shared list is tests/conftest.py's SKLEARN_API_CHECKS
+def test_sklearn_estimator_checks(sklearn_check):
+    sklearn_check("CrystalGraphTransformer", CrystalGraphTransformer())
 
 
 def test_sklearn_tags():
