@@ -41,6 +41,10 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
              random_state=0, card=None, estimator=None, overwrite=False, **params):
     """Pretrain a CGCNN on a large data set and save it as a library model.
 
+    The caches of oneDNN kernels are bounded first
+    (:func:`~skcgcnn.callbacks.limit_onednn_caches`), so that the memory of a
+    long run does not grow with the number of batches.
+
     Every epoch is checkpointed atomically (parameters, optimizer state and
     history) in ``checkpoint_dir``; calling ``pretrain`` again with the same
     arguments resumes from the last epoch, on this machine or another one
@@ -123,7 +127,7 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
     import numpy as np
     import torch
 
-    from .callbacks import AtomicCheckpoint, CosineLR, SavePretrained
+    from .callbacks import AtomicCheckpoint, CosineLR, SavePretrained, limit_onednn_caches
     from .pretrained import model_paths
     from .estimators import CGCNNRegressor
 
@@ -133,6 +137,7 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
         raise ValueError(f"schedule must be 'cosine' or 'step', got {schedule!r}")
     if schedule == "step" and lr_decay_epoch is None:
         raise ValueError("schedule='step' needs lr_decay_epoch")
+    limit_onednn_caches()
     weights, _ = model_paths(path)
     path = weights.with_suffix("")  # the stem that save_pretrained completes
     ckpt = Path(os.fspath(checkpoint_dir)) if checkpoint_dir else path.with_name(

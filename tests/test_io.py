@@ -11,7 +11,8 @@ from skorch import NeuralNetRegressor
 
 import skcgcnn.io as io_module
 from skcgcnn import CGCNNRegressor
-from skcgcnn.callbacks import AtomicCheckpoint, ReleaseMemory, _malloc_trim, _rss_mib
+from skcgcnn.callbacks import (ONEDNN_CACHE_VARIABLES, AtomicCheckpoint, ReleaseMemory,
+                               _malloc_trim, _rss_mib, limit_onednn_caches)
 from skcgcnn.io import atomic_write_bytes, load_state_dict, save_json, save_state_dict
 
 
@@ -283,3 +284,15 @@ def test_estimators_release_memory_by_default():
     names = [name for name, _ in net.get_default_callbacks()]
     assert "release_memory" in names
     assert not any("release_memory" in key for key in net.get_params())
+
+
+def test_limit_onednn_caches_keeps_the_users_values(monkeypatch):
+    for name in ONEDNN_CACHE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "4")
+    assert limit_onednn_caches(8) == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8",
+                                      "LRU_CACHE_CAPACITY": "4"}
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8"
+    for bad in (0, -1, 2.5, True, "16"):
+        with pytest.raises(ValueError, match="capacity must be a positive int"):
+            limit_onednn_caches(bad)

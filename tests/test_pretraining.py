@@ -1,6 +1,7 @@
 """Pretraining (skcgcnn.pretraining, ``skcgcnn pretrain``): recipe, card, resume, Accelerate."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from ase.build import bulk
 from skorch.callbacks import Callback
 
 from skcgcnn import TransferCGCNNRegressor
-from skcgcnn.callbacks import CosineLR
+from skcgcnn.callbacks import ONEDNN_CACHE_VARIABLES, CosineLR
 from skcgcnn.cli import main
 from skcgcnn.pretrained import load_estimator
 from skcgcnn.pretraining import PRETRAINING_RECIPE, pretrain
@@ -28,11 +29,14 @@ class _StopAt(Callback):
             raise KeyboardInterrupt  # skorch ends fit() cleanly on it
 
 
-def test_pretrain_writes_best_model_with_its_recipe(tiny, tmp_path):
+def test_pretrain_writes_best_model_with_its_recipe(tiny, tmp_path, monkeypatch):
     _, graphs, y = tiny
+    for name in ONEDNN_CACHE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     net = pretrain(graphs, y, tmp_path / "src", **FAST, card={"units": "A^3/atom"})
     card = json.loads((tmp_path / "src.json").read_text())
     assert card == net.card_
+    assert all(os.environ[name] == "16" for name in ONEDNN_CACHE_VARIABLES)  # bounded
     assert card["epochs_trained"] == 4 and 1 <= card["best_epoch"] <= 4
     assert card["hyperparameters"]["optimizer"] == "AdamW"
     assert card["hyperparameters"]["schedule"] == "cosine"
