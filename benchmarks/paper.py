@@ -269,7 +269,7 @@ UQ_COLUMNS = ["trial", "model", "n_train", "test_mae", "train_mae", "fit_time_s"
 
 
 #: Members' predictions of every ensembles-stage fit (``uncertainty_row``'s ``dump``).
-ENSEMBLE_DUMPS = ROOT / "benchmarks" / "cache" / "ensembles"
+ENSEMBLE_DUMPS = RESULTS / "ensemble_members"  # committed: recalibration needs no refit
 
 
 def dump_path(target, model, trial):
@@ -382,7 +382,8 @@ def report_uncertainty(target):
     frame = pd.read_csv(path)
     lines = [f"Calibrated ensembles (`EnsembleRegressor`, {N_MEMBERS} seeds; 90 % intervals "
              "from the members' held-out crystals; CGCNN members at the protocol's settings, "
-             "TL-CGCNN members at `TransferCGCNNRegressor`'s fine-tuning defaults):", "",
+             "TL-CGCNN members at `TransferCGCNNRegressor`'s fine-tuning defaults, or at the "
+             "protocol's where the row says \"protocol fit\"):", "",
              "| method | trials | test MAE, mean (std) | members' MAE | 90 % coverage | "
              "Spearman(\\|error\\|, std) | mean std |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
