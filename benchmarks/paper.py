@@ -162,13 +162,11 @@ def ensemble(cls, params, n_members=N_MEMBERS):
 V2_CHECKPOINTS = ROOT / "benchmarks" / "checkpoints" / "v2"
 
 
-def multitask_source():
-    """The multi-property model: its library name, or its checkpoint before it joins."""
+def multitask_source(name="mp-multitask"):
+    """A multi-property model: its library name, or its checkpoint before it joins."""
     from skcgcnn.pretrained import list_pretrained
 
-    if "mp-multitask" in list_pretrained():
-        return "mp-multitask"
-    return str(V2_CHECKPOINTS / "mp-multitask.pt")
+    return name if name in list_pretrained() else str(V2_CHECKPOINTS / f"{name}.pt")
 
 
 def cgcnn_models(target, stage, fit=FIT):
@@ -215,7 +213,11 @@ def cgcnn_models(target, stage, fit=FIT):
                 conv_dtype=fit["conv_dtype"])}),
         **({} if big != "mp-band-gap-nm" else {
             f"TL-CGCNN ({big_label} v2)": TransferCGCNNRegressor(
-                pretrained=str(V2_CHECKPOINTS / "mp-band-gap-nm.pt"), **tl)}),
+                pretrained=str(V2_CHECKPOINTS / "mp-band-gap-nm.pt"), **tl),
+            # E_g, E_fermi and magnetization, never ΔE_f: free of the formation-energy
+            # targets' labels, as the band-gap model is
+            "TL-CGCNN (36k-multitask without ΔE_f)": TransferCGCNNRegressor(
+                pretrained=multitask_source("mp-multitask-no-fe"), **tl)}),
         f"TL-CGCNN ({small_label})": TransferCGCNNRegressor(pretrained=small, **tl),
         f"freezing ({big_label})": TransferCGCNNRegressor(pretrained=big, freeze="all_but_head",
                                                          **dict(fit, lr=0.01)),

@@ -46,6 +46,9 @@ MODELS = {
     # the mean-pooled network predicts), missing labels masked
     "mp-multitask": (("formation_energy_per_atom", "band_gap", "efermi",
                       "magnetization_per_atom"), False, None),
+    # the same without ΔE_f: a source for the formation-energy targets that never saw
+    # their labels (as mp-band-gap-nm)
+    "mp-multitask-no-fe": (("band_gap", "efermi", "magnetization_per_atom"), False, None),
 }
 UNITS = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV", "efermi": "eV",
          "magnetization_per_atom": "muB/atom"}
