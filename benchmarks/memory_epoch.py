@@ -17,8 +17,8 @@ are printed as one JSON line per run. Modes: ``default``, the estimators'
 1 GiB, and between epochs); ``epoch-only``, ``ReleaseMemory(batch_threshold_mib=None)``
 (releases between epochs only, as before); ``small-caches``, the default with
 oneDNN's kernel caches bounded (``limit_onednn_caches()``, as ``pretrain`` does).
-An ``epoch-only`` run of 31,737
-crystals peaks at about 7 GiB: mind the machine's memory.
+An ``epoch-only`` run of 31,737 crystals peaks at about 7 GiB: mind the machine's
+memory.
 """
 
 from __future__ import annotations
@@ -69,15 +69,17 @@ def run(mode, n, conv_dtype="auto"):
                          conv_dtype=conv_dtype, callbacks=[("peak", peak)])
     c0 = time.process_time()
     net.fit(X, y)
-    return dict(mode=mode, n=n, conv_dtype=conv_dtype, start_mib=round(peak.start), peak_mib=round(peak.peak),
-                end_mib=round(callbacks._rss_mib()), cpu_s=round(time.process_time() - c0, 1))
+    return dict(mode=mode, n=n, conv_dtype=conv_dtype, start_mib=round(peak.start),
+                peak_mib=round(peak.peak), end_mib=round(callbacks._rss_mib()),
+                cpu_s=round(time.process_time() - c0, 1))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, nargs="+", default=[10000, 20000, 31737])
-    p.add_argument("--modes", nargs="+", default=["default"], choices=["default", "epoch-only", "small-caches"])
+    p.add_argument("--modes", nargs="+", default=["default"],
+                   choices=["default", "epoch-only", "small-caches"])
     p.add_argument("--conv-dtype", nargs="+", default=["auto"],
                    choices=["auto", "float32", "bfloat16"])
     p.add_argument("--run", nargs=3, help=argparse.SUPPRESS)  # one run, in a child
