@@ -178,25 +178,25 @@ def cgcnn_models(target, stage, fit=FIT):
                 tl_name(target): TransferCGCNNRegressor(pretrained=big, **tl)}
     if stage == "ensembles":
         member = {k: v for k, v in fit.items() if k != "random_state"}
-        seed = fit.get("random_state", 0)
-        return {ensemble_name("CGCNN"): EnsembleRegressor(
-                    CGCNNRegressor(**member), n_estimators=N_MEMBERS, random_state=seed),
-                # TL members: the fine-tuning defaults (30 epochs, cosine), a fifth of the
-                # protocol's cost at the same single-fit MAE (docs/performance.md)
-                ensemble_name(tl_name(target)): EnsembleRegressor(
-                    TransferCGCNNRegressor(pretrained=big, conv_dtype=fit["conv_dtype"]),
-                    n_estimators=N_MEMBERS, random_state=seed),
-                **({} if TARGETS[target]["data"] == MP_CRYSTALS else {  # as in "transfer"
-                    ensemble_name("TL-CGCNN (36k-multitask)"): EnsembleRegressor(
-                        TransferCGCNNRegressor(pretrained=multitask_source(),
-                                               conv_dtype=fit["conv_dtype"]),
-                        n_estimators=N_MEMBERS, random_state=seed),
-                    # members at the protocol's settings: five times the cost, closer to
-                    # the best single fits
-                    ensemble_name("TL-CGCNN (36k-multitask)") + ", protocol fit":
-                        EnsembleRegressor(TransferCGCNNRegressor(
-                            pretrained=multitask_source(), lr=TL_LR, **member),
-                            n_estimators=N_MEMBERS, random_state=seed)})}
+
+        def ensemble_of(estimator):
+            return EnsembleRegressor(estimator, n_estimators=N_MEMBERS,
+                                     random_state=fit.get("random_state", 0))
+
+        # TL members: the fine-tuning defaults (30 epochs, cosine), a fifth of the
+        # protocol's cost at the same single-fit MAE (docs/performance.md)
+        defaults = dict(conv_dtype=fit["conv_dtype"])
+        models = {ensemble_name("CGCNN"): ensemble_of(CGCNNRegressor(**member)),
+                  ensemble_name(tl_name(target)): ensemble_of(
+                      TransferCGCNNRegressor(pretrained=big, **defaults))}
+        if TARGETS[target]["data"] != MP_CRYSTALS:  # as in "transfer"
+            name, source = ensemble_name("TL-CGCNN (36k-multitask)"), multitask_source()
+            models[name] = ensemble_of(TransferCGCNNRegressor(pretrained=source, **defaults))
+            # members at the protocol's settings: five times the cost, closer to the best
+            # single fits
+            models[name + ", protocol fit"] = ensemble_of(
+                TransferCGCNNRegressor(pretrained=source, lr=TL_LR, **member))
+        return models
     models = {} if TARGETS[target]["data"] == MP_CRYSTALS else {
         # the multi-property model saw ΔE_f and E_g of the MP crystals: only targets of
         # other data (K_VRH) are free of that leak
@@ -275,11 +275,32 @@ ENSEMBLE_DUMPS = RESULTS / "ensemble_members"  # committed: recalibration needs 
 
 
 def dump_path(target, model, trial):
-    return ENSEMBLE_DUMPS / slug(target) / (re.sub(r"[^\w.-]+", "_", slug(model)) + f"-{trial}.npz")
+    name = re.sub(r"[^\w.-]+", "_", slug(model))
+    return ENSEMBLE_DUMPS / slug(target) / f"{name}-{trial}.npz"
 
 
 def uq_path(target):
     return RESULTS / f"{slug(target)}-ensembles.csv"
+
+
+def test_metrics(model, members, y_test):
+    """Test MAE, 90 % coverage, Spearman(|error|, std), mean std and members' MAE of a
+    fitted EnsembleRegressor from its members' test predictions (``predict_members``).
+
+    The interval is ``mean ± 1.645 std``, which at the ensemble's default
+    ``confidence_level`` of 0.9 is ``predict_interval``'s conformal interval.
+    """
+    from scipy.stats import norm, spearmanr
+
+    from skcgcnn.ensemble import _mean_std
+
+    mean, std = _mean_std(members)
+    std = std * model.std_scale_
+    err = np.abs(mean - y_test)
+    return dict(test_mae=float(err.mean()),
+                coverage_90=float(np.mean(err <= norm.ppf(0.95) * std)),
+                spearman=float(spearmanr(err, std)[0]), mean_std=float(std.mean()),
+                member_mae=float(np.abs(members - y_test).mean()))
 
 
 def uncertainty_row(model, X, y, fit_idx, test_idx, dump=None):
@@ -289,17 +310,13 @@ def uncertainty_row(model, X, y, fit_idx, test_idx, dump=None):
     member's predictions on the fit and test crystals, which fit crystals each member held
     out), so that calibrations can be compared later without refitting.
     """
-    from scipy.stats import spearmanr
-
     from skcgcnn.ensemble import _held_out
 
     t0 = time.time()
     model.fit(X[fit_idx], y[fit_idx])
     fit_time = time.time() - t0
-    mean, std = model.predict(X[test_idx], return_std=True)
-    lower, upper = model.predict_interval(X[test_idx], confidence_level=0.9).T
-    err = np.abs(mean - y[test_idx])
-    members = model.predict_members(X[test_idx])
+    members_fit = model.predict_members(X[fit_idx])  # one pass per set, reused below
+    members_test = model.predict_members(X[test_idx])
     if dump is not None:
         held = np.zeros((len(model.estimators_), len(fit_idx)), dtype=bool)
         for m, member in enumerate(model.estimators_):
@@ -307,14 +324,9 @@ def uncertainty_row(model, X, y, fit_idx, test_idx, dump=None):
             held[m, idx if idx is not None else []] = True
         dump.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(dump, y_fit=y[fit_idx], y_test=y[test_idx], held=held,
-                            members_fit=model.predict_members(X[fit_idx]),
-                            members_test=members)
-    return dict(test_mae=float(err.mean()),
-                train_mae=float(np.abs(model.predict(X[fit_idx]) - y[fit_idx]).mean()),
-                fit_time_s=fit_time,
-                coverage_90=float(np.mean((y[test_idx] >= lower) & (y[test_idx] <= upper))),
-                spearman=float(spearmanr(err, std)[0]), mean_std=float(std.mean()),
-                member_mae=float(np.abs(members - y[test_idx]).mean()))
+                            members_fit=members_fit, members_test=members_test)
+    return dict(train_mae=float(np.abs(members_fit.mean(axis=0) - y[fit_idx]).mean()),
+                fit_time_s=fit_time, **test_metrics(model, members_test, y[test_idx]))
 
 
 def run_ensembles(target, models, X, y, splits, n_jobs=None):
@@ -349,9 +361,7 @@ def run_ensembles(target, models, X, y, splits, n_jobs=None):
 def recalibrate(target):
     """Recompute the coverage and mean std of the ensembles rows from their dumps with the
     current calibration rule (``EnsembleRegressor._calibrate``); rows without one are kept."""
-    from scipy.stats import norm
-
-    from skcgcnn.ensemble import _mean_std
+    from skcgcnn.io import atomic_write_bytes
 
     path = uq_path(target)
     if not path.is_file():
@@ -365,13 +375,9 @@ def recalibrate(target):
         d = np.load(dump)
         model = EnsembleRegressor(n_estimators=len(d["held"]))
         model._calibrate(d["y_fit"], d["members_fit"], [np.flatnonzero(h) for h in d["held"]])
-        mean, raw = _mean_std(d["members_test"])
-        std = raw * model.std_scale_
-        frame.loc[i, "coverage_90"] = float(np.mean(np.abs(d["y_test"] - mean) <= norm.ppf(0.95) * std))
-        frame.loc[i, "mean_std"] = float(std.mean())
+        metrics = test_metrics(model, d["members_test"], d["y_test"])
+        frame.loc[i, ["coverage_90", "mean_std"]] = [metrics["coverage_90"], metrics["mean_std"]]
         n += 1
-    from skcgcnn.io import atomic_write_bytes
-
     atomic_write_bytes(path, frame.to_csv(index=False).encode())
     print(f"{target}: {n} of {len(frame)} ensembles rows recalibrated from their dumps")
 

@@ -508,7 +508,7 @@ def save_ensemble(ensemble, path, *, overwrite=False, **card):
             "calibrate": bool(ensemble.calibrate),
             "confidence_level": float(ensemble.confidence_level),
             "std_scale": float(ensemble.std_scale_),
-            "in_spread_ratio": float(getattr(ensemble, "in_spread_ratio_", 1.0)),
+            "in_spread_ratio": float(ensemble.in_spread_ratio_),
             "conformity_scores": [float(v) for v in ensemble.conformity_scores_],
         },
         **card,
