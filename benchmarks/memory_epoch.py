@@ -16,7 +16,10 @@ are printed as one JSON line per run. Modes: ``default``, the estimators'
 ``ReleaseMemory()`` (a release after a training batch once the heap grew by
 1 GiB, and between epochs); ``epoch-only``, ``ReleaseMemory(batch_threshold_mib=None)``
 (releases between epochs only, as before); ``small-caches``, the default with
-oneDNN's kernel caches bounded (``limit_onednn_caches()``, as ``pretrain`` does).
+oneDNN's kernel caches bounded (``limit_onednn_caches()``, as ``pretrain`` does);
+``glibc``, the default with glibc's memory settings as they come
+(``ReleaseMemory(keep_freed_mib=None)``, as before freed memory was kept for the
+next batch).
 An ``epoch-only`` run of 31,737 crystals peaks at about 7 GiB: mind the machine's
 memory.
 """
@@ -44,7 +47,9 @@ def run(mode, n, conv_dtype="auto"):
 
     torch.set_num_threads(1)
     if mode == "epoch-only":  # the estimators build ReleaseMemory() with its defaults
-        callbacks.ReleaseMemory.__init__.__defaults__ = (256, None)
+        callbacks.ReleaseMemory.__init__.__defaults__ = (256, None, 1024)
+    if mode == "glibc":  # glibc's own mmap and trim thresholds, as before keep_freed_mib
+        callbacks.ReleaseMemory.__init__.__defaults__ = (256, 1024, None)
     if mode == "small-caches":  # before the first oneDNN operation, as pretrain() does
         callbacks.limit_onednn_caches()
     table, graphs = load_table_and_graphs(MP_CRYSTALS)
@@ -79,7 +84,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, nargs="+", default=[10000, 20000, 31737])
     p.add_argument("--modes", nargs="+", default=["default"],
-                   choices=["default", "epoch-only", "small-caches"])
+                   choices=["default", "epoch-only", "small-caches", "glibc"])
     p.add_argument("--conv-dtype", nargs="+", default=["auto"],
                    choices=["auto", "float32", "bfloat16"])
     p.add_argument("--run", nargs=3, help=argparse.SUPPRESS)  # one run, in a child

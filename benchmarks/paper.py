@@ -196,6 +196,10 @@ def cgcnn_models(target, stage, fit=FIT):
             # single fits
             models[name + ", protocol fit"] = ensemble_of(
                 TransferCGCNNRegressor(pretrained=source, lr=TL_LR, **member))
+        if big == "mp-band-gap-nm":  # the formation-energy targets: a source without ΔE_f
+            name = ensemble_name("TL-CGCNN (36k-multitask without ΔE_f)") + ", protocol fit"
+            models[name] = ensemble_of(TransferCGCNNRegressor(
+                pretrained=multitask_source("mp-multitask-no-fe"), lr=TL_LR, **member))
         return models
     models = {} if TARGETS[target]["data"] == MP_CRYSTALS else {
         # the multi-property model saw ΔE_f and E_g of the MP crystals: only targets of

@@ -216,6 +216,34 @@ def _malloc_trim():
         return None
 
 
+@functools.lru_cache(maxsize=None)
+def _mallopt():
+    """glibc's ``mallopt``, or None where the C library has none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt
+
+
+#: mallopt's parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _keep_freed_memory(mib):
+    """Have glibc serve blocks up to ``mib`` MiB from its heap and keep up to
+    ``mib`` MiB of freed memory there; True if it took the setting."""
+    mallopt, size = _mallopt(), int(mib * 2**20)
+    if mallopt is None:
+        return False
+    # older glibc caps the mmap threshold at 32 MiB: then as much as it takes
+    mmap_set = mallopt(_M_MMAP_THRESHOLD, size) or mallopt(_M_MMAP_THRESHOLD, min(size, 2**25))
+    return bool(mallopt(_M_TRIM_THRESHOLD, size) and mmap_set)
+
+
 #: Environment variables of oneDNN's primitive cache and of ideep's (PyTorch's
 #: oneDNN wrapper) LRU cache; both are read once, at the first oneDNN operation.
 ONEDNN_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
@@ -274,22 +302,34 @@ class ReleaseMemory(Callback):
 
     Batches of crystal graphs differ in size, so glibc's heap fragments: the
     resident memory of a long run grew by about 150 MiB per epoch (10 GiB
-    after 30 epochs of 18,000 crystals). At the end of an epoch in which the
-    resident memory has grown by more than ``threshold_mib`` since the last
-    release, this calls glibc's ``malloc_trim(0)``, which keeps it flat. A
-    release costs the page faults of touching that memory again (about 12 %
-    of an epoch of 3,000 crystals when done after every epoch), hence the
-    threshold (``docs/performance.md``). The estimators add it by default
+    after 30 epochs of 18,000 crystals). The resident memory at the end of the
+    first epoch is the run's level (the data, and the heap that one batch's
+    tensors need, which the next batches reuse); at the end of a later epoch
+    in which it has grown by more than ``threshold_mib`` above that level,
+    this calls glibc's ``malloc_trim(0)``, which keeps it flat. A release
+    costs the page faults of touching that memory again (about 12 % of an
+    epoch of 3,000 crystals when done after every epoch), hence the threshold
+    (``docs/performance.md``). The estimators add it by default
     (``callbacks__release_memory=None`` switches it off); elsewhere than
     glibc on Linux it does nothing.
 
     Within an epoch the heap grows too (batches of different sizes leave holes
     that the next batch cannot reuse: a 10,000-crystal epoch of batch 256 went
-    from 0.65 to 1.85 GiB). Once it has grown by ``batch_threshold_mib`` since
-    the last release, a release is made after that training batch, so the
+    from 0.65 to 1.85 GiB). Once it has grown by ``batch_threshold_mib`` (above
+    the level, or in the first epoch above the start or the last release), a
+    release is made after that training batch, so the
     peak is bounded by about that much above the data and one batch's tensors,
     whatever the number of crystals (docs/performance.md, "Memory over a long
     run").
+
+    During training, freed memory stays in the heap for the next batches
+    (``keep_freed_mib``): left to itself, glibc gives every freed block above
+    32 MiB back to the operating system (the edge tensors of a batch of 256
+    Materials Project crystals in float32 are 41 MB), and touching such memory
+    again costs a page fault per 4 KiB. That was 45 % of a float32 training
+    step: with the memory kept, a step of 256 random Materials Project crystals
+    on 2 threads took 0.22 s instead of 0.40 (``docs/performance.md``). This
+    callback gives the memory back instead, at its thresholds.
 
     Parameters
     ----------
@@ -301,6 +341,11 @@ class ReleaseMemory(Callback):
         releases only between epochs. Each release costs the page faults of
         touching the released memory again, so keep it well above one batch's
         tensors (a few hundred MiB for 256 Materials Project crystals).
+    keep_freed_mib : float or None, default=1024
+        At the start of training, glibc is set (``mallopt``) to serve blocks
+        up to this size (MiB) from its heap and to keep up to this much freed
+        memory there; the setting stays for the rest of the process. ``None``
+        leaves glibc's settings alone.
 
     Examples
     --------
@@ -310,12 +355,20 @@ class ReleaseMemory(Callback):
     >>> release.on_epoch_end(net=None)
     """
 
-    def __init__(self, threshold_mib=256, batch_threshold_mib=1024):
+    def __init__(self, threshold_mib=256, batch_threshold_mib=1024, keep_freed_mib=1024):
         self.threshold_mib = threshold_mib
         self.batch_threshold_mib = batch_threshold_mib
+        self.keep_freed_mib = keep_freed_mib
 
     def on_train_begin(self, net, **kwargs):
-        self.baseline_mib_ = _rss_mib()
+        keep = self.keep_freed_mib
+        if keep is not None:
+            if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not keep > 0 \
+                    or keep >= 2048:
+                raise ValueError("keep_freed_mib must be None or a number of MiB in (0, 2048); "
+                                 f"got {keep!r}")
+            _keep_freed_memory(keep)
+        self.baseline_mib_, self.level_set_ = _rss_mib(), False
 
     def _release_if_grown(self, threshold_mib):
         trim, rss = _malloc_trim(), _rss_mib()
@@ -323,10 +376,14 @@ class ReleaseMemory(Callback):
             return
         if rss - (getattr(self, "baseline_mib_", None) or 0.0) > threshold_mib:
             trim(0)
-            self.baseline_mib_ = _rss_mib()
+            if not getattr(self, "level_set_", False):
+                self.baseline_mib_ = _rss_mib()
 
     def on_epoch_end(self, net, **kwargs):
-        self._release_if_grown(self.threshold_mib)
+        if getattr(self, "level_set_", True):
+            self._release_if_grown(self.threshold_mib)
+        else:  # the first epoch's end: the level of the run
+            self.baseline_mib_, self.level_set_ = _rss_mib(), True
 
     def on_batch_end(self, net, training=False, **kwargs):
         if training and self.batch_threshold_mib is not None:

@@ -88,6 +88,55 @@ def _batch_norm(bn, x):
     return bn(x)
 
 
+class _GatedMessages(torch.autograd.Function):
+    """σ(gate) ∘ softplus(core) of the normalised z = gate ⊕ core, summed over each
+    atom's ``n_nbr`` edges when given (else per edge), with a lean backward.
+
+    The forward keeps the two derivatives, σ'(gate)·softplus(core) and
+    σ(gate)·σ(core), instead of z, σ(gate) and softplus(core), and the
+    backward writes both halves of z's gradient into one tensor: no ``cat`` of
+    the halves, and no copy of the summed gradient broadcast over the edges.
+    Autograd's version of the same expression passes over the edge tensors
+    about twice as often in the backward (tested against it).
+    """
+
+    @staticmethod
+    def forward(ctx, z, n_nbr):
+        gate, core = z.chunk(2, dim=1)
+        s = torch.sigmoid(gate)
+        softplus = F.softplus(core)
+        messages = s * softplus
+        # d/dgate = s (1 - s) softplus, with 1 - s exact (bfloat16 too); d/dcore = s σ(core)
+        ctx.save_for_backward(torch.rsub(s, 1).mul_(messages), torch.sigmoid(core).mul_(s))
+        ctx.n_nbr = n_nbr
+        return messages if n_nbr is None else messages.view(-1, n_nbr, messages.shape[1]).sum(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        d_gate, d_core = ctx.saved_tensors
+        n_edges, h = d_gate.shape
+        grad_z = d_gate.new_empty(n_edges, 2 * h)
+        if ctx.n_nbr is None:
+            torch.mul(d_gate, grad, out=grad_z[:, :h])
+            torch.mul(d_core, grad, out=grad_z[:, h:])
+        else:  # the summed gradient, broadcast over each atom's edges
+            view = grad_z.view(-1, ctx.n_nbr, 2 * h)
+            grad = grad[:, None, :]
+            torch.mul(d_gate.view(-1, ctx.n_nbr, h), grad, out=view[..., :h])
+            torch.mul(d_core.view(-1, ctx.n_nbr, h), grad, out=view[..., h:])
+        return grad_z, None
+
+
+def gated_messages(z, n_nbr=None):
+    """σ(z_gate) ∘ softplus(z_core) for the edges' normalised z = z_gate ⊕ z_core,
+    summed over each atom's ``n_nbr`` edges when given (else one row per edge)."""
+    if torch.is_grad_enabled() and z.requires_grad:
+        return _GatedMessages.apply(z, n_nbr)
+    gate, core = z.chunk(2, dim=1)
+    messages = torch.sigmoid(gate) * F.softplus(core)
+    return messages if n_nbr is None else messages.view(-1, n_nbr, messages.shape[1]).sum(1)
+
+
 class GatedConv(nn.Module):
     """Gated graph convolution (eq. 3), with batch norm as in CGCNN.
 
@@ -114,12 +163,9 @@ class GatedConv(nn.Module):
         z = torch.addmm(self.fc_neighbor(atom_fea).index_select(0, neighbors),
                         bond_fea, self.fc_bond.weight.t())
         z = z + self.fc_center(atom_fea).index_select(0, centers)
-        gate, core = _batch_norm(self.bn1, z).chunk(2, dim=1)
-        messages = torch.sigmoid(gate) * F.softplus(core)
+        summed = gated_messages(_batch_norm(self.bn1, z), n_nbr)
         if n_nbr is None:
-            summed = torch.zeros_like(atom_fea).index_add_(0, centers, messages)
-        else:
-            summed = messages.view(len(atom_fea), n_nbr, -1).sum(1)
+            summed = torch.zeros_like(atom_fea).index_add_(0, centers, summed)
         return F.softplus(atom_fea + _batch_norm(self.bn2, summed))
 
 

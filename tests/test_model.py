@@ -9,8 +9,8 @@ from pymatgen.core import Lattice, Structure
 from skcgcnn.data import collate_graphs
 from skcgcnn.features import N_ATOM_FEATURES, element_feature_table
 from skcgcnn.graph import build_graph
-from skcgcnn.model import (CGCNN, GatedConv, gaussian_expansion, resolve_conv_dtype,
-                           uniform_neighbors)
+from skcgcnn.model import (CGCNN, GatedConv, gated_messages, gaussian_expansion,
+                           resolve_conv_dtype, uniform_neighbors)
 from skcgcnn import model as model_module
 
 
@@ -273,6 +273,40 @@ def test_gated_conv_dense_path_matches_general_path():
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
     for a, b in zip(grads[1], grads[0]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_nbr", [None, 12])
+def test_gated_messages_gradient_is_exact(n_nbr):
+    torch.manual_seed(0)
+    z = torch.randn(5 * 12, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: gated_messages(z, n_nbr), (z,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n_nbr", [None, 12])
+def test_gated_messages_match_autograd_of_the_plain_expression(n_nbr, dtype):
+    # the lean backward against autograd's, and the no-grad path (prediction)
+    torch.manual_seed(0)
+    z = (3 * torch.randn(40 * 12, 16)).to(dtype)
+    weights = torch.randn(40 if n_nbr else 40 * 12, 8).to(dtype)
+    outs, grads = [], []
+    for fn in (gated_messages, None):
+        x = z.clone().requires_grad_()
+        if fn is None:
+            gate, core = x.chunk(2, dim=1)
+            out = torch.sigmoid(gate) * torch.nn.functional.softplus(core)
+            out = out if n_nbr is None else out.view(-1, n_nbr, 8).sum(1)
+        else:
+            out = fn(x, n_nbr)
+        (out * weights).sum().backward()
+        outs.append(out.detach())
+        grads.append(x.grad)
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    assert outs[0].dtype == grads[0].dtype == dtype
+    torch.testing.assert_close(outs[0], outs[1], **tol)
+    torch.testing.assert_close(grads[0], grads[1], **tol)
+    with torch.no_grad():
+        assert torch.equal(gated_messages(z, n_nbr), outs[1])
 
 
 def test_resolve_conv_dtype(monkeypatch):
