@@ -355,7 +355,8 @@ def main(argv=None):
                  (f"{result['baseline_cache_mib']:.1f} ({result['baseline_n_crystals']} cached "
                   "crystals)") if args.baseline_n and not args.baseline_no_cache else "",
                  "2.3 GiB peak RSS for 6,000 crystals"])
-    rows.append(["peak RSS of the process, the baseline's run included (MiB)", f"{peak:.0f}", "", ""])
+    rows.append(["peak RSS of the process, the baseline's run included (MiB)", f"{peak:.0f}",
+                 "", ""])
     print(markdown_table(["", f"skcgcnn ({n} crystals)",
                           f"original pipeline, measured ({result.get('baseline_n_crystals', 0)} "
                           "of them)" if args.baseline_n else "original pipeline, measured",

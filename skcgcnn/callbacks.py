@@ -235,13 +235,12 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 def _keep_freed_memory(mib):
     """Have glibc serve blocks up to ``mib`` MiB from its heap and keep up to
-    ``mib`` MiB of freed memory there; True if it took the setting."""
+    ``mib`` MiB of freed memory there (where the C library is glibc)."""
     mallopt, size = _mallopt(), int(mib * 2**20)
-    if mallopt is None:
-        return False
-    # older glibc caps the mmap threshold at 32 MiB: then as much as it takes
-    mmap_set = mallopt(_M_MMAP_THRESHOLD, size) or mallopt(_M_MMAP_THRESHOLD, min(size, 2**25))
-    return bool(mallopt(_M_TRIM_THRESHOLD, size) and mmap_set)
+    if mallopt is not None:
+        # older glibc caps the mmap threshold at 32 MiB: then as much as it takes
+        mallopt(_M_MMAP_THRESHOLD, size) or mallopt(_M_MMAP_THRESHOLD, min(size, 2**25))
+        mallopt(_M_TRIM_THRESHOLD, size)
 
 
 #: Environment variables of oneDNN's primitive cache and of ideep's (PyTorch's
@@ -328,7 +327,7 @@ class ReleaseMemory(Callback):
     Materials Project crystals in float32 are 41 MB), and touching such memory
     again costs a page fault per 4 KiB. That was 45 % of a float32 training
     step: with the memory kept, a step of 256 random Materials Project crystals
-    on 2 threads took 0.22 s instead of 0.40 (``docs/performance.md``). This
+    on 2 threads took 0.21 s instead of 0.40 (``docs/performance.md``). This
     callback gives the memory back instead, at its thresholds.
 
     Parameters

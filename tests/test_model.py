@@ -9,7 +9,7 @@ from pymatgen.core import Lattice, Structure
 from skcgcnn.data import collate_graphs
 from skcgcnn.features import N_ATOM_FEATURES, element_feature_table
 from skcgcnn.graph import build_graph
-from skcgcnn.model import (CGCNN, GatedConv, gated_messages, gaussian_expansion,
+from skcgcnn.model import (CGCNN, GatedConv, _gated_messages, gaussian_expansion,
                            resolve_conv_dtype, uniform_neighbors)
 from skcgcnn import model as model_module
 
@@ -279,7 +279,7 @@ def test_gated_conv_dense_path_matches_general_path():
 def test_gated_messages_gradient_is_exact(n_nbr):
     torch.manual_seed(0)
     z = torch.randn(5 * 12, 6, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda z: gated_messages(z, n_nbr), (z,))
+    assert torch.autograd.gradcheck(lambda z: _gated_messages(z, n_nbr), (z,))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -290,7 +290,7 @@ def test_gated_messages_match_autograd_of_the_plain_expression(n_nbr, dtype):
     z = (3 * torch.randn(40 * 12, 16)).to(dtype)
     weights = torch.randn(40 if n_nbr else 40 * 12, 8).to(dtype)
     outs, grads = [], []
-    for fn in (gated_messages, None):
+    for fn in (_gated_messages, None):
         x = z.clone().requires_grad_()
         if fn is None:
             gate, core = x.chunk(2, dim=1)
@@ -306,7 +306,7 @@ def test_gated_messages_match_autograd_of_the_plain_expression(n_nbr, dtype):
     torch.testing.assert_close(outs[0], outs[1], **tol)
     torch.testing.assert_close(grads[0], grads[1], **tol)
     with torch.no_grad():
-        assert torch.equal(gated_messages(z, n_nbr), outs[1])
+        assert torch.equal(_gated_messages(z, n_nbr), outs[1])
 
 
 def test_resolve_conv_dtype(monkeypatch):
