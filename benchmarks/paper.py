@@ -258,7 +258,7 @@ def run_stage(target, stage, args):
             if not models:
                 continue
         if stage == "ensembles":
-            run_ensembles(target, models, X, y, splits, args.n_jobs)
+            run_ensembles(target, models, X, y, splits, args.n_jobs, args.first_trial)
             continue
         t0 = time.time()
         with warnings.catch_warnings():
@@ -333,28 +333,29 @@ def uncertainty_row(model, X, y, fit_idx, test_idx, dump=None):
                 fit_time_s=fit_time, **test_metrics(model, members_test, y[test_idx]))
 
 
-def run_ensembles(target, models, X, y, splits, n_jobs=None):
-    """The ensembles stage: one row per (trial, model) in ``uq_path(target)``, resumable."""
+def run_ensembles(target, models, X, y, splits, n_jobs=None, first_trial=0):
+    """The ensembles stage: one row per (trial, model) in ``uq_path(target)``, resumable;
+    from trial ``first_trial`` on, so that two processes can share a target's trials."""
     from sklearn.base import clone
 
     from skcgcnn.io import atomic_write_bytes
 
     path = uq_path(target)
-    done = pd.read_csv(path, float_precision="round_trip") if path.is_file() else \
-        pd.DataFrame(columns=UQ_COLUMNS)
-    rows = done.to_dict("records")
-    keys = {(int(r["trial"]), r["model"]) for r in rows}
+
+    def done_rows():  # re-read each time: another process may be filling the same file
+        return (pd.read_csv(path, float_precision="round_trip").to_dict("records")
+                if path.is_file() else [])
+
     for t, (train, val, test) in enumerate(splits):
         for name, model in models.items():
-            if (t, name) in keys:
+            if t < first_trial or (t, name) in {(int(r["trial"]), r["model"])
+                                                for r in done_rows()}:
                 continue
             model = clone(model).set_params(n_jobs=n_jobs)
             row = dict(trial=t, model=name, n_train=len(train),
                        **uncertainty_row(model, X, y, np.r_[train, val], test,
                                          dump=dump_path(target, name, t)))
-            # re-read: another process may be filling the same file with other models
-            rows = (pd.read_csv(path, float_precision="round_trip").to_dict("records")
-                    if path.is_file() else []) + [row]
+            rows = done_rows() + [row]
             atomic_write_bytes(path, pd.DataFrame(rows, columns=UQ_COLUMNS).to_csv(
                 index=False).encode())
             print(f"{target} trial {t} {name}: MAE {row['test_mae']:.4f}, 90 % coverage "
@@ -852,6 +853,8 @@ def main(argv=None):
                    help="at most this many trials per size (the paper's count by default)")
     p.add_argument("--models", nargs="+", metavar="NAME",
                    help="fit only the rows whose name contains one of these")
+    p.add_argument("--first-trial", type=int, default=0,
+                   help="ensembles stage: start at this trial (a second process on a target)")
     p.add_argument("--n-jobs", type=int, default=1, help="fits in parallel (one thread each)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report", action="store_true", help="only write the tables and figures")
