@@ -263,8 +263,8 @@ def limit_onednn_caches(capacity=16):
 
     The capacities are read once per process, at its first oneDNN operation,
     so call this before any training or prediction (``skcgcnn pretrain`` and
-    :func:`~skcgcnn.pretraining.pretrain` do); values already in the
-    environment are kept.
+    :func:`~skcgcnn.pretraining.pretrain` do, and the estimators' ``fit`` on
+    10,000 crystals or more); values already in the environment are kept.
 
     Parameters
     ----------

@@ -337,6 +337,20 @@ def test_estimators_release_memory_by_default():
     assert not any("release_memory" in key for key in net.get_params())
 
 
+@pytest.mark.parametrize("big_fit, bounded", [(4, True), (10_000, False)])
+def test_big_fits_bound_onednn_caches(monkeypatch, big_fit, bounded):
+    from skcgcnn import estimators
+
+    for name in ONEDNN_CACHE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(estimators, "BIG_FIT", big_fit)
+    from ase.build import bulk
+
+    X = [bulk("Cu"), bulk("Al"), bulk("Si"), bulk("NaCl", "rocksalt", a=5.6)]
+    CGCNNRegressor(max_epochs=1, validation_fraction=None, batch_size=4).fit(X, [0, 1, 2, 3])
+    assert all((name in os.environ) == bounded for name in ONEDNN_CACHE_VARIABLES)
+
+
 def test_limit_onednn_caches_keeps_the_users_values(monkeypatch):
     for name in ONEDNN_CACHE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
