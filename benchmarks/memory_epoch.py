@@ -16,7 +16,8 @@ are printed as one JSON line per run. Modes: ``default``, the estimators'
 ``ReleaseMemory()`` (a release after a training batch once the heap grew by
 1 GiB, and between epochs); ``epoch-only``, ``ReleaseMemory(batch_threshold_mib=None)``
 (releases between epochs only, as before); ``small-caches``, the default with
-oneDNN's kernel caches bounded (``limit_onednn_caches()``, as ``pretrain`` does);
+oneDNN's kernel caches bounded (``limit_onednn_caches()``, as ``pretrain`` does; since
+``CGCNNRegressor.fit`` bounds them itself from 10,000 crystals, the same as ``default`` there);
 ``glibc``, the default with glibc's memory settings as they come
 (``ReleaseMemory(keep_freed_mib=None)``, as before freed memory was kept for the
 next batch).
