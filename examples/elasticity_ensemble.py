@@ -20,8 +20,8 @@ It prints the test MAE, the coverage of the 90 % intervals (mean ± 1.645 std) a
 Spearman correlation between |error| and std, and saves a parity plot with error bars.
 It took 1 min 11 s on 2 idle cores with the default ``--n-jobs 2``;
 ``docs/results/elasticity_ensemble.txt`` holds that run (TL-CGCNN ensemble 0.082 log10
-GPa, 90 % intervals covering 92 % of the test crystals, Spearman 0.31; CGCNN ensemble
-0.093, 91 %; RF 0.111; SVR 0.107).
+GPa, 90 % intervals covering 91 % of the test crystals, Spearman 0.31; CGCNN ensemble
+0.092, 91 %; RF 0.111; SVR 0.107).
 
     python examples/elasticity_ensemble.py [--n-jobs 2] [--plot elasticity_ensemble.png]
 """
