@@ -206,26 +206,26 @@ class ColumnMAE(Callback):
 
 
 @functools.lru_cache(maxsize=None)
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None where the C library has none."""
+def _glibc(name):
+    """glibc's function ``name``, or None where the C library has none (musl, macOS)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # musl and other C libraries
-        return None
-
-
-@functools.lru_cache(maxsize=None)
-def _mallopt():
-    """glibc's ``mallopt``, or None where the C library has none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None."""
+    return _glibc("malloc_trim")
+
+
+def _mallopt():
+    """glibc's ``mallopt(int, int)``, or None."""
+    mallopt = _glibc("mallopt")
+    if mallopt is not None:
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return mallopt
 
 
