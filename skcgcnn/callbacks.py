@@ -362,8 +362,7 @@ class ReleaseMemory(Callback):
     def on_train_begin(self, net, **kwargs):
         keep = self.keep_freed_mib
         if keep is not None:
-            if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not keep > 0 \
-                    or keep >= 2048:
+            if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep < 2048:
                 raise ValueError("keep_freed_mib must be None or a number of MiB in (0, 2048); "
                                  f"got {keep!r}")
             _keep_freed_memory(keep)
@@ -373,13 +372,13 @@ class ReleaseMemory(Callback):
         trim, rss = _malloc_trim(), _rss_mib()
         if trim is None or rss is None:
             return
-        if rss - (getattr(self, "baseline_mib_", None) or 0.0) > threshold_mib:
+        if rss - (self.baseline_mib_ or 0.0) > threshold_mib:
             trim(0)
-            if not getattr(self, "level_set_", False):
+            if not self.level_set_:  # first epoch: measure growth from here on
                 self.baseline_mib_ = _rss_mib()
 
     def on_epoch_end(self, net, **kwargs):
-        if getattr(self, "level_set_", True):
+        if self.level_set_:
             self._release_if_grown(self.threshold_mib)
         else:  # the first epoch's end: the level of the run
             self.baseline_mib_, self.level_set_ = _rss_mib(), True
