@@ -188,18 +188,28 @@ def cgcnn_models(target, stage, fit=FIT):
         defaults = dict(conv_dtype=fit["conv_dtype"])
         models = {ensemble_name("CGCNN"): ensemble_of(CGCNNRegressor(**member)),
                   ensemble_name(tl_name(target)): ensemble_of(
-                      TransferCGCNNRegressor(pretrained=big, **defaults))}
+                      TransferCGCNNRegressor(pretrained=big, **defaults)),
+                  # members at the protocol's settings: five times the cost, closer to the
+                  # best single fits
+                  ensemble_name(tl_name(target)) + ", protocol fit": ensemble_of(
+                      TransferCGCNNRegressor(pretrained=big, lr=TL_LR, **member))}
         if TARGETS[target]["data"] != MP_CRYSTALS:  # as in "transfer"
             name, source = ensemble_name("TL-CGCNN (36k-multitask)"), multitask_source()
             models[name] = ensemble_of(TransferCGCNNRegressor(pretrained=source, **defaults))
-            # members at the protocol's settings: five times the cost, closer to the best
-            # single fits
             models[name + ", protocol fit"] = ensemble_of(
                 TransferCGCNNRegressor(pretrained=source, lr=TL_LR, **member))
         if big == "mp-band-gap-nm":  # the formation-energy targets: a source without ΔE_f
+            no_fe = TransferCGCNNRegressor(pretrained=multitask_source("mp-multitask-no-fe"),
+                                           lr=TL_LR, **member)
             name = ensemble_name("TL-CGCNN (36k-multitask without ΔE_f)") + ", protocol fit"
-            models[name] = ensemble_of(TransferCGCNNRegressor(
-                pretrained=multitask_source("mp-multitask-no-fe"), lr=TL_LR, **member))
+            models[name] = ensemble_of(no_fe)
+            # two sources in turn, 5 members each: the multi-property model at the
+            # protocol's settings and the band-gap model at the defaults (the cost of 5
+            # protocol fits)
+            models[f"TL-CGCNN ensemble of {2 * N_MEMBERS} (36k-multitask without ΔE_f, "
+                   f"protocol fit + {big_label})"] = EnsembleRegressor(
+                [no_fe, TransferCGCNNRegressor(pretrained=big, **defaults)],
+                n_estimators=2 * N_MEMBERS, random_state=fit.get("random_state", 0))
         return models
     models = {} if TARGETS[target]["data"] == MP_CRYSTALS else {
         # the multi-property model saw ΔE_f and E_g of the MP crystals: only targets of
@@ -393,7 +403,8 @@ def report_uncertainty(target):
     if not path.is_file():
         return []
     frame = pd.read_csv(path)
-    lines = [f"Calibrated ensembles (`EnsembleRegressor`, {N_MEMBERS} seeds; 90 % intervals "
+    lines = [f"Calibrated ensembles (`EnsembleRegressor`, {N_MEMBERS} seeds unless the row says "
+             "otherwise; 90 % intervals "
              "from the members' held-out crystals; CGCNN members at the protocol's settings, "
              "TL-CGCNN members at `TransferCGCNNRegressor`'s fine-tuning defaults, or at the "
              "protocol's where the row says \"protocol fit\"):", "",

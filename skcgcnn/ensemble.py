@@ -115,7 +115,9 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
 
     ``n_estimators`` clones of ``estimator`` are fitted on the same data,
     each with its own seed (weight initialisation, minibatch shuffling and the
-    validation split that picks its best epoch). The prediction is their mean;
+    validation split that picks its best epoch). ``estimator`` may also be a
+    list, e.g. networks fine-tuned from different pretrained models: the
+    members are then clones of its entries in turn. The prediction is their mean;
     its uncertainty is their spread, calibrated on the crystals each member
     held out for validation, so no crystal is spent on calibration alone.
 
@@ -140,15 +142,19 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
 
     Parameters
     ----------
-    estimator : regressor, default=None
+    estimator : regressor or list of regressors, default=None
         The member, e.g. :class:`~skcgcnn.CGCNNRegressor` (the default) or
         :class:`~skcgcnn.TransferCGCNNRegressor`; cloned, never fitted
         itself. It needs a ``random_state`` parameter, and for calibration a
         validation split (``validation_fraction`` of a skcgcnn network) or a
-        fitted ``validation_indices_`` attribute.
+        fitted ``validation_indices_`` attribute. A list: member ``i`` is a
+        clone of ``estimator[i % len(estimator)]`` (a multi-source
+        ensemble, members fine-tuned from several pretrained models); its
+        entries must take the same crystal graphs.
     n_estimators : int, default=5
         Members, at least 2 (3 or more to calibrate: with 2, only the
-        crystals both held out have a pooled spread).
+        crystals both held out have a pooled spread), and at least one per
+        entry of a list ``estimator``.
     confidence_level : float, default=0.9
         Level at which ``mean ± z * std`` is calibrated to cover new
         crystals, and the default level of :meth:`predict_interval`.
@@ -215,12 +221,23 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------ validation
-    def _member_template(self):
+    def _member_templates(self):
+        """The estimators the members are cloned from, in turn (checked)."""
         if self.estimator is None:
             from .estimators import CGCNNRegressor
 
-            return CGCNNRegressor()
-        est = self.estimator
+            return [CGCNNRegressor()]
+        if not isinstance(self.estimator, (list, tuple)):
+            return [self._check_member(self.estimator)]
+        if not self.estimator:
+            raise ValueError("estimator is an empty list: give at least one regressor")
+        if self.n_estimators < len(self.estimator):
+            raise ValueError(f"n_estimators={self.n_estimators} is fewer than the "
+                             f"{len(self.estimator)} estimators given: each needs a member")
+        return [self._check_member(est) for est in self.estimator]
+
+    @staticmethod
+    def _check_member(est):
         if isinstance(est, EnsembleRegressor):
             raise TypeError("estimator is an EnsembleRegressor: ensembles cannot be nested; "
                             "raise n_estimators instead")
@@ -289,7 +306,7 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         self : EnsembleRegressor
         """
         self._check_params()
-        template = self._member_template()
+        templates = self._member_templates()
         y = np.asarray(y, dtype=np.float64)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.ravel()
@@ -297,8 +314,9 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
             raise ValueError(f"y must be 1-D (one target per crystal), got shape {y.shape}")
         rng = check_random_state(self.random_state)
         self.seeds_ = rng.randint(np.iinfo(np.int32).max, size=self.n_estimators)
-        members = [clone(template).set_params(random_state=int(s)) for s in self.seeds_]
-        Xf = self._features(template, X)
+        members = [clone(templates[i % len(templates)]).set_params(random_state=int(s))
+                   for i, s in enumerate(self.seeds_)]
+        Xf = self._features(templates[0], X)  # each member checks that it takes these
         if len(Xf) != len(y):
             raise ValueError(f"X and y have different lengths: {len(Xf)} crystals, "
                              f"{len(y)} targets")
@@ -496,6 +514,7 @@ def save_ensemble(ensemble, path, *, overwrite=False, **card):
     net = _network_card(first, weights.stem)
     if any(m.module_.hparams != first.module_.hparams for m in members):
         raise ValueError("the members have different architectures")
+    sources = [training_card(m).get("pretrained") for m in members]
     state = {f"member_{i}.{k}": v.detach().cpu()
              for i, m in enumerate(members) for k, v in m.module_.state_dict().items()}
     full = {
@@ -510,6 +529,8 @@ def save_ensemble(ensemble, path, *, overwrite=False, **card):
             "std_scale": float(ensemble.std_scale_),
             "in_spread_ratio": float(ensemble.in_spread_ratio_),
             "conformity_scores": [float(v) for v in ensemble.conformity_scores_],
+            # a multi-source ensemble: each member's source model
+            **({"member_pretrained": sources} if any(sources) else {}),
         },
         **card,
     }

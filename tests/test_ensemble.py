@@ -2,6 +2,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import norm
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.linear_model import LinearRegression, LogisticRegression
@@ -165,6 +166,27 @@ def test_estimators_that_cannot_be_ensembled():
         EnsembleRegressor(Line(), confidence_level=0.99).fit(X[:20], y[:20])
 
 
+def test_list_of_estimators_is_cloned_in_turn():
+    X, y = noisy_line(120)
+    a, b = Line(spread=0.0), Line(spread=5.0)
+    model = EnsembleRegressor([a, b], n_estimators=5, random_state=0).fit(X, y)
+    assert [m.spread for m in model.estimators_] == [0.0, 5.0, 0.0, 5.0, 0.0]
+    assert [m.random_state for m in model.estimators_] == list(model.seeds_)
+    assert a.get_params()["random_state"] is None  # the entries themselves are not fitted
+    # the same seeds as one estimator: members 0, 2, 4 are that ensemble's members 0, 2, 4
+    one = EnsembleRegressor(Line(spread=0.0), n_estimators=5, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(model.predict_members(X)[::2], one.predict_members(X)[::2])
+    assert model.predict(X, return_std=True)[1].mean() > one.predict(X, return_std=True)[1].mean()
+    again = clone(model).fit(X, y)
+    np.testing.assert_array_equal(again.predict(X), model.predict(X))
+    with pytest.raises(ValueError, match="n_estimators=2 is fewer than the 3 estimators"):
+        EnsembleRegressor([a, b, a], n_estimators=2).fit(X, y)
+    with pytest.raises(ValueError, match="empty list"):
+        EnsembleRegressor([]).fit(X, y)
+    with pytest.raises(TypeError, match="no random_state parameter"):
+        EnsembleRegressor([a, LinearRegression()]).fit(X, y)
+
+
 def test_stand_in_works_with_sklearn_tools():
     X, y = noisy_line(120)
     model = EnsembleRegressor(Line(spread=0.1), n_estimators=3, random_state=0)
@@ -233,6 +255,30 @@ def test_transfer_ensemble(tiny):
     assert all(m.transferred_ for m in model.estimators_)
 
 
+@pytest.mark.skipif(not {"mp-formation-energy", "mp-band-gap-nm"} <= set(list_pretrained()),
+                    reason="bundled pretrained models absent")
+def test_multi_source_transfer_ensemble(tiny, tmp_path):
+    """Members fine-tuned from two pretrained models, in turn, on graphs featurized once."""
+    from skcgcnn import TransferCGCNNRegressor
+    from skcgcnn.ensemble import load_ensemble, save_ensemble
+    from skcgcnn.pretrained import load_pretrained
+
+    _, graphs, y = tiny
+    sources = ["mp-formation-energy", "mp-band-gap-nm"]
+    model = EnsembleRegressor([TransferCGCNNRegressor(s, freeze="all_but_head", **FAST)
+                               for s in sources], n_estimators=4, calibrate=False,
+                              random_state=0).fit(graphs, y)
+    assert [m.pretrained for m in model.estimators_] == sources * 2
+    for member, source in zip(model.estimators_, sources * 2):  # frozen: the source's body
+        weight = load_pretrained(source)[0].state_dict()["convs.0.fc_bond.weight"]
+        assert torch.equal(member.module_.state_dict()["convs.0.fc_bond.weight"], weight)
+    assert np.all(model.predict(graphs, return_std=True)[1] > 0)
+    card = save_ensemble(model, tmp_path / "two-sources")
+    assert card["ensemble"]["member_pretrained"] == sources * 2
+    again = load_ensemble(tmp_path / "two-sources.pt")
+    np.testing.assert_allclose(again.predict(graphs), model.predict(graphs), rtol=1e-6)
+
+
 def test_mapie_split_conformal_on_a_fitted_ensemble():
     """The user guide's recipe for a separate calibration set."""
     from mapie.conformity_scores import StdConformityScore
@@ -285,4 +331,4 @@ def test_sklearn_parameter_checks():
 
     check_parameters_default_constructible("EnsembleRegressor", EnsembleRegressor())
     check_get_params_invariance("EnsembleRegressor", EnsembleRegressor(Line()))
-    assert isinstance(EnsembleRegressor()._member_template(), CGCNNRegressor)
+    assert isinstance(EnsembleRegressor()._member_templates()[0], CGCNNRegressor)
