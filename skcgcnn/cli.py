@@ -220,15 +220,25 @@ def _set_threads(args):
         torch.set_num_threads(args.threads)
 
 
-def _estimator(args, finetune):
+def _estimators(args, finetune):
+    """The estimator, or with several ``--pretrained`` one per source model (an ensemble's
+    members in turn)."""
+    sources = (args.pretrained if finetune else None) or [None]
+    if len(sources) > 1 and args.ensemble is None:
+        raise ValueError(f"{len(sources)} --pretrained models need --ensemble N: an ensemble "
+                         "whose members are fine-tuned from them in turn")
+    return [_estimator(args, finetune, source) for source in sources]
+
+
+def _estimator(args, finetune, pretrained=None):
     from .estimators import CGCNNRegressor, TransferCGCNNRegressor
 
     cls = TransferCGCNNRegressor if finetune else CGCNNRegressor
     common = dict(random_state=args.random_state,
                   **_estimator_params(cls, args, verbose=not args.quiet))
     if finetune:
-        if args.pretrained is not None:
-            common["pretrained"] = args.pretrained
+        if pretrained is not None:
+            common["pretrained"] = pretrained
         if args.head is not None:
             common["head"] = args.head
         return cls(freeze=_parse_freeze(args.freeze), **common)
@@ -267,7 +277,8 @@ def _fit_and_save(args, finetune):
     _set_threads(args)
     data = _read_input(args.input, args.target, args.structure_column, args.id_column,
                        need_target=True, log10=args.log10, n_jobs=args.n_jobs)
-    est = _estimator(args, finetune)
+    members = _estimators(args, finetune)
+    est = members[0]
     radius, max_num_nbr = est._featurizer_settings()  # finetune: from the model card
     graphs = _featurize(data.X, radius, max_num_nbr, args.n_jobs, not args.quiet)
     if not args.quiet:
@@ -276,7 +287,8 @@ def _fit_and_save(args, finetune):
     if args.ensemble is not None:
         from .ensemble import EnsembleRegressor
 
-        model = EnsembleRegressor(est, n_estimators=args.ensemble, n_jobs=args.n_jobs,
+        model = EnsembleRegressor(members if len(members) > 1 else est,
+                                  n_estimators=args.ensemble, n_jobs=args.n_jobs,
                                   random_state=args.random_state)
     model.fit(graphs, data.y)
     if model is not est:
@@ -614,10 +626,11 @@ def _add_training(p, estimator, finetune):
                         "and interval bounds (default: one model)")
     _add_runtime(p)
     if finetune:
-        _option(p, "--pretrained", metavar="NAME_OR_PATH", estimator=estimator,
-                param="pretrained",
+        _option(p, "--pretrained", metavar="NAME_OR_PATH", action="append",
+                estimator=estimator, param="pretrained",
                 help="bundled model name (see 'skcgcnn pretrained') or a .pt file with its "
-                     ".json card")
+                     ".json card; with --ensemble, repeat it for members fine-tuned from "
+                     "several models in turn")
         p.add_argument("--freeze", default=None, metavar="LAYERS",
                        help="layers kept fixed: none (fine-tune all, the paper's best), "
                             "embedding, K (embedding + first K convolutions) or all_but_head "
@@ -709,7 +722,10 @@ def build_parser():
         ["--pretrained mp-formation-energy my_crystals/ -o model.pt",
          "--pretrained mp-band-gap-nm gw.csv --target gw_gap --units eV -o gw.pt",
          "--pretrained other.pt data/ -o model.pt --freeze 2 --lr 0.002",
-         "--ensemble 5 --n-jobs 2 my_crystals/ -o ensemble.pt"], _cmd_finetune)
+         "--ensemble 5 --n-jobs 2 my_crystals/ -o ensemble.pt",
+         "--pretrained mp-formation-energy --pretrained mp-multitask --ensemble 6 "
+         "my_crystals/ -o ens.pt"],
+        _cmd_finetune)
     _add_input(p)
     _add_training(p, "TransferCGCNNRegressor", finetune=True)
 

@@ -367,6 +367,23 @@ def test_finetune_ensemble_then_predict_with_std_and_bounds(folder, tmp_path):
     assert (narrow.upper_50 - narrow.lower_50 < table.upper_90 - table.lower_90).all()
 
 
+@pytest.mark.skipif(not (PRETRAINED_DIR / "mp-band-gap-nm.pt").is_file(), reason="not bundled")
+def test_finetune_ensemble_from_two_pretrained_models(folder, tmp_path, capsys):
+    root, pre = folder
+    other = str(PRETRAINED_DIR / "mp-band-gap-nm.pt")
+    model = tmp_path / "two.pt"
+    assert main(["finetune", "--pretrained", str(pre), "--pretrained", other, str(root),
+                 "-o", str(model), "--ensemble", "3", "--validation-fraction", "0.5",
+                 *FAST]) == 0
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["ensemble"]["member_pretrained"] == [str(pre), other, str(pre)]
+    with pytest.raises(SystemExit) as exc:  # two sources and one model: which?
+        main(["finetune", "--pretrained", str(pre), "--pretrained", other, str(root),
+              "-o", str(tmp_path / "one.pt"), *FAST])
+    assert exc.value.code == 2
+    assert "2 --pretrained models need --ensemble N" in capsys.readouterr().err
+
+
 def test_bad_ensemble_size_is_one_line(folder, tmp_path, capsys):
     root, _ = folder
     with pytest.raises(SystemExit) as exc:
