@@ -171,10 +171,12 @@ def multitask_source(name="mp-multitask"):
 
 #: The ensembles stage's two-source rows: (first source, second source, label) per target,
 #: both free of the target's labels (the multi-property models only where they are).
-SECOND_SOURCES = {
-    "500-K_VRH": ("mp-multitask", "mp-formation-energy", "36k-multitask + 36k-ΔE_f"),
-    "500-NM-E_g": ("mp-formation-energy", "mp-formation-energy-nm", "36k-ΔE_f + 20k-NM-ΔE_f"),
-    **{t: ("mp-band-gap-nm", "mp-multitask-no-fe", "20k-NM-E_g + 36k-multitask without ΔE_f")
+TWO_SOURCES = {
+    "500-K_VRH": [("mp-multitask", "mp-formation-energy", "36k-multitask + 36k-ΔE_f")],
+    "500-NM-E_g": [("mp-formation-energy", "mp-formation-energy-nm", "36k-ΔE_f + 20k-NM-ΔE_f"),
+                   ("mp-formation-energy", "mp-multitask-no-gap",
+                    "36k-ΔE_f + 36k-multitask without E_g")],
+    **{t: [("mp-band-gap-nm", "mp-multitask-no-fe", "20k-NM-E_g + 36k-multitask without ΔE_f")]
        for t in ("500-NM-ΔE_f", "500-ΔE_f")},
 }
 
@@ -204,10 +206,10 @@ def cgcnn_models(target, stage, fit=FIT):
                   ensemble_name(tl_name(target)) + ", protocol fit": ensemble_of(
                       TransferCGCNNRegressor(pretrained=big, lr=TL_LR, **member))}
         # two source models in turn (3 + 2 members) at the defaults: one source's cost
-        first, second, label = SECOND_SOURCES[target]
-        models[ensemble_name(f"TL-CGCNN ({label})")] = ensemble_of(
-            [TransferCGCNNRegressor(pretrained=multitask_source(source), **defaults)
-             for source in (first, second)])
+        for first, second, label in TWO_SOURCES[target]:
+            models[ensemble_name(f"TL-CGCNN ({label})")] = ensemble_of(
+                [TransferCGCNNRegressor(pretrained=multitask_source(source), **defaults)
+                 for source in (first, second)])
         if TARGETS[target]["data"] != MP_CRYSTALS:  # as in "transfer"
             name, source = ensemble_name("TL-CGCNN (36k-multitask)"), multitask_source()
             models[name] = ensemble_of(TransferCGCNNRegressor(pretrained=source, **defaults))

@@ -49,6 +49,9 @@ MODELS = {
     # the same without ΔE_f: a source for the formation-energy targets that never saw
     # their labels (as mp-band-gap-nm)
     "mp-multitask-no-fe": (("band_gap", "efermi", "magnetization_per_atom"), False, None),
+    # and without E_g: a second source for the band-gap target that never saw its labels
+    "mp-multitask-no-gap": (("formation_energy_per_atom", "efermi", "magnetization_per_atom"),
+                            False, None),
 }
 UNITS = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV", "efermi": "eV",
          "magnetization_per_atom": "muB/atom"}
