@@ -162,7 +162,7 @@ def ensemble(cls, params, n_members=N_MEMBERS):
 V2_CHECKPOINTS = ROOT / "benchmarks" / "checkpoints" / "v2"
 
 
-def multitask_source(name="mp-multitask"):
+def source_model(name="mp-multitask"):
     """A pretrained model: its library name, or its v2 checkpoint when not in the library."""
     from skcgcnn.pretrained import list_pretrained
 
@@ -208,15 +208,15 @@ def cgcnn_models(target, stage, fit=FIT):
         # two source models in turn (3 + 2 members) at the defaults: one source's cost
         for first, second, label in TWO_SOURCES[target]:
             models[ensemble_name(f"TL-CGCNN ({label})")] = ensemble_of(
-                [TransferCGCNNRegressor(pretrained=multitask_source(source), **defaults)
+                [TransferCGCNNRegressor(pretrained=source_model(source), **defaults)
                  for source in (first, second)])
         if TARGETS[target]["data"] != MP_CRYSTALS:  # as in "transfer"
-            name, source = ensemble_name("TL-CGCNN (36k-multitask)"), multitask_source()
+            name, source = ensemble_name("TL-CGCNN (36k-multitask)"), source_model()
             models[name] = ensemble_of(TransferCGCNNRegressor(pretrained=source, **defaults))
             models[name + ", protocol fit"] = ensemble_of(
                 TransferCGCNNRegressor(pretrained=source, lr=TL_LR, **member))
         if big == "mp-band-gap-nm":  # the formation-energy targets: a source without ΔE_f
-            no_fe = TransferCGCNNRegressor(pretrained=multitask_source("mp-multitask-no-fe"),
+            no_fe = TransferCGCNNRegressor(pretrained=source_model("mp-multitask-no-fe"),
                                            lr=TL_LR, **member)
             name = ensemble_name("TL-CGCNN (36k-multitask without ΔE_f)") + ", protocol fit"
             models[name] = ensemble_of(no_fe)
@@ -231,7 +231,7 @@ def cgcnn_models(target, stage, fit=FIT):
     models = {} if TARGETS[target]["data"] == MP_CRYSTALS else {
         # the multi-property model saw ΔE_f and E_g of the MP crystals: only targets of
         # other data (K_VRH) are free of that leak
-        "TL-CGCNN (36k-multitask)": TransferCGCNNRegressor(pretrained=multitask_source(), **tl)}
+        "TL-CGCNN (36k-multitask)": TransferCGCNNRegressor(pretrained=source_model(), **tl)}
     return {
         **models,
         # the estimator's own fine-tuning defaults (30 epochs of 32, lr 0.01, cosine)
@@ -248,7 +248,7 @@ def cgcnn_models(target, stage, fit=FIT):
             # E_g, E_fermi and magnetization, never ΔE_f: free of the formation-energy
             # targets' labels, as the band-gap model is
             "TL-CGCNN (36k-multitask without ΔE_f)": TransferCGCNNRegressor(
-                pretrained=multitask_source("mp-multitask-no-fe"), **tl)}),
+                pretrained=source_model("mp-multitask-no-fe"), **tl)}),
         f"TL-CGCNN ({small_label})": TransferCGCNNRegressor(pretrained=small, **tl),
         f"freezing ({big_label})": TransferCGCNNRegressor(pretrained=big, freeze="all_but_head",
                                                          **dict(fit, lr=0.01)),
