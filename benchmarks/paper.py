@@ -191,42 +191,41 @@ def cgcnn_models(target, stage, fit=FIT):
     if stage == "ensembles":
         member = {k: v for k, v in fit.items() if k != "random_state"}
 
-        def ensemble_of(estimator):
-            return EnsembleRegressor(estimator, n_estimators=N_MEMBERS,
+        def ensemble_of(estimator, n=N_MEMBERS):
+            return EnsembleRegressor(estimator, n_estimators=n,
                                      random_state=fit.get("random_state", 0))
 
-        # TL members: the fine-tuning defaults (30 epochs, cosine), a fifth of the
-        # protocol's cost at the same single-fit MAE (docs/performance.md)
-        defaults = dict(conv_dtype=fit["conv_dtype"])
+        # TL members at the fine-tuning defaults (30 epochs, cosine), a fifth of the
+        # protocol's cost at the same single-fit MAE (docs/performance.md), or at the
+        # protocol's settings ("protocol fit"): closer to the best single fits
+        def at_defaults(source):
+            return TransferCGCNNRegressor(pretrained=source_model(source),
+                                          conv_dtype=fit["conv_dtype"])
+
+        def at_protocol(source):
+            return TransferCGCNNRegressor(pretrained=source_model(source), lr=TL_LR, **member)
+
+        tl = ensemble_name(tl_name(target))
         models = {ensemble_name("CGCNN"): ensemble_of(CGCNNRegressor(**member)),
-                  ensemble_name(tl_name(target)): ensemble_of(
-                      TransferCGCNNRegressor(pretrained=big, **defaults)),
-                  # members at the protocol's settings: five times the cost, closer to the
-                  # best single fits
-                  ensemble_name(tl_name(target)) + ", protocol fit": ensemble_of(
-                      TransferCGCNNRegressor(pretrained=big, lr=TL_LR, **member))}
+                  tl: ensemble_of(at_defaults(big)),
+                  tl + ", protocol fit": ensemble_of(at_protocol(big))}
         # two source models in turn (3 + 2 members) at the defaults: one source's cost
         for first, second, label in TWO_SOURCES[target]:
             models[ensemble_name(f"TL-CGCNN ({label})")] = ensemble_of(
-                [TransferCGCNNRegressor(pretrained=source_model(source), **defaults)
-                 for source in (first, second)])
+                [at_defaults(first), at_defaults(second)])
         if TARGETS[target]["data"] != MP_CRYSTALS:  # as in "transfer"
-            name, source = ensemble_name("TL-CGCNN (36k-multitask)"), source_model()
-            models[name] = ensemble_of(TransferCGCNNRegressor(pretrained=source, **defaults))
-            models[name + ", protocol fit"] = ensemble_of(
-                TransferCGCNNRegressor(pretrained=source, lr=TL_LR, **member))
+            name = ensemble_name("TL-CGCNN (36k-multitask)")
+            models[name] = ensemble_of(at_defaults("mp-multitask"))
+            models[name + ", protocol fit"] = ensemble_of(at_protocol("mp-multitask"))
         if big == "mp-band-gap-nm":  # the formation-energy targets: a source without ΔE_f
-            no_fe = TransferCGCNNRegressor(pretrained=source_model("mp-multitask-no-fe"),
-                                           lr=TL_LR, **member)
             name = ensemble_name("TL-CGCNN (36k-multitask without ΔE_f)") + ", protocol fit"
-            models[name] = ensemble_of(no_fe)
+            models[name] = ensemble_of(at_protocol("mp-multitask-no-fe"))
             # two sources in turn, 5 members each: the multi-property model at the
             # protocol's settings and the band-gap model at the defaults (the cost of 5
             # protocol fits)
             models[f"TL-CGCNN ensemble of {2 * N_MEMBERS} (36k-multitask without ΔE_f, "
-                   f"protocol fit + {big_label})"] = EnsembleRegressor(
-                [no_fe, TransferCGCNNRegressor(pretrained=big, **defaults)],
-                n_estimators=2 * N_MEMBERS, random_state=fit.get("random_state", 0))
+                   f"protocol fit + {big_label})"] = ensemble_of(
+                [at_protocol("mp-multitask-no-fe"), at_defaults(big)], n=2 * N_MEMBERS)
         return models
     models = {} if TARGETS[target]["data"] == MP_CRYSTALS else {
         # the multi-property model saw ΔE_f and E_g of the MP crystals: only targets of
