@@ -53,6 +53,7 @@ rewrites the generated part of ``docs/benchmarks.md`` and the PNG figures in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -359,6 +360,16 @@ def uncertainty_row(model, X, y, fit_idx, test_idx, dump=None):
                 fit_time_s=fit_time, **test_metrics(model, members_test, y[test_idx]))
 
 
+@contextlib.contextmanager
+def _locked(path):
+    """Hold an exclusive lock on ``<path>.lock`` (POSIX ``flock``) for a read-modify-write."""
+    import fcntl
+
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def run_ensembles(target, models, X, y, splits, n_jobs=None, first_trial=0):
     """The ensembles stage: one row per (trial, model) in ``uq_path(target)``, resumable;
     from trial ``first_trial`` on, so that two processes can share a target's trials."""
@@ -381,9 +392,10 @@ def run_ensembles(target, models, X, y, splits, n_jobs=None, first_trial=0):
             row = dict(trial=t, model=name, n_train=len(train),
                        **uncertainty_row(model, X, y, np.r_[train, val], test,
                                          dump=dump_path(target, name, t)))
-            rows = done_rows() + [row]
-            atomic_write_bytes(path, pd.DataFrame(rows, columns=UQ_COLUMNS).to_csv(
-                index=False).encode())
+            with _locked(path):  # processes sharing a target append one at a time
+                rows = done_rows() + [row]
+                atomic_write_bytes(path, pd.DataFrame(rows, columns=UQ_COLUMNS).to_csv(
+                    index=False).encode())
             print(f"{target} trial {t} {name}: MAE {row['test_mae']:.4f}, 90 % coverage "
                   f"{row['coverage_90']:.1%}, Spearman {row['spearman']:.2f} "
                   f"({row['fit_time_s']:.0f} s)", flush=True)

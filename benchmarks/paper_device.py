@@ -14,6 +14,18 @@ merged into ``benchmarks/results/``::
     # back here:
     python benchmarks/paper_device.py merge 500-NM-E_g rows.csv
 
+The ensembles stage works the same way. ``export --stage ensembles`` keeps only the
+crystals of that stage's splits (7,500 or fewer, about 4 MB), so that all the MP targets
+travel together; its rows (``paper.UQ_COLUMNS``) go to
+``benchmarks/results/<target>-ensembles.csv`` and the members' predictions to
+``<out>.dumps.tar``, rewritten after every fit, which ``merge`` unpacks beside the
+others (``paper.dump_path``)::
+
+    python benchmarks/paper_device.py export 500-ΔE_f .devdata/500-dE_f.npz --stage ensembles
+    python benchmarks/paper_device.py run .devdata/500-dE_f.npz $OUT/500-dE_f.csv \\
+        --stage ensembles --models "CGCNN ensemble of 5" --device cuda --workers 5
+    python benchmarks/paper_device.py merge 500-ΔE_f 500-dE_f.csv
+
 The splits, models and fit settings are paper.py's (``paper.cgcnn_models``,
 ``repeated_splits(..., random_state=0)``); only the device differs. Fits
 already in ``benchmarks/results/<target>.csv`` are skipped, and each finished
@@ -30,9 +42,11 @@ settings): 33 s per fit at 1,000 training crystals, 145-155 s at 5,000 and
 from __future__ import annotations
 
 import argparse
+import io
 import multiprocessing
 import os
 import sys
+import tarfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -43,15 +57,22 @@ sys.path.insert(0, os.path.dirname(__file__))
 import paper  # noqa: E402
 
 from skcgcnn.graph import CrystalGraph, as_graph_array  # noqa: E402
+from skcgcnn.io import atomic_write_bytes  # noqa: E402
 from skcgcnn.stats import RESULT_COLUMNS, _fit_one, _key, _read_results, _write_results  # noqa: E402
 
 
 # ------------------------------------------------------------- the graph file
-def export(target, path):
-    """Write the target's graphs, targets and element properties to one compressed file."""
+def export(target, path, stage=None, max_trials=10):
+    """Write the target's graphs, targets and element properties to one compressed file:
+    of every crystal, or of the crystals that ``stage``'s splits use."""
     from skcgcnn.features import MAX_Z, _raw_properties
 
     graphs, y = paper.load_target(target)
+    n_total, rows = len(y), np.arange(len(y))
+    if stage is not None:
+        splits = paper.stage_splits(target, stage, n_total, max_trials).values()
+        rows = np.unique(np.concatenate([np.concatenate(s) for ss in splits for s in ss]))
+        graphs, y = graphs[rows], y[rows]
     n_atoms = np.array([g.n_atoms for g in graphs], dtype=np.int32)
     counts = np.concatenate([np.bincount(g.centers, minlength=g.n_atoms) for g in graphs])
     neighbors = np.concatenate([g.neighbors for g in graphs])
@@ -59,6 +80,7 @@ def export(target, path):
         raise ValueError("graphs too large for the compact format (uint8 counts, int16 indices)")
     arrays = dict(
         target=np.array(target), y=np.asarray(y, float), n_atoms=n_atoms,
+        rows=rows, n_total=np.array(n_total),
         numbers=np.concatenate([g.numbers for g in graphs]).astype(np.uint8),
         counts=counts.astype(np.uint8), neighbors=neighbors.astype(np.int16),
         distances=np.concatenate([g.distances for g in graphs]),
@@ -68,7 +90,7 @@ def export(target, path):
     tmp = f"{path}.part.npz"
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
-    back, _ = load(path)
+    back = load(path)[0]
     for i, (a, b) in enumerate(zip(graphs, back)):
         if not all(np.array_equal(getattr(a, f), getattr(b, f))
                    for f in ("numbers", "centers", "neighbors", "distances")):
@@ -77,7 +99,8 @@ def export(target, path):
 
 
 def load(path):
-    """Graphs and targets of an exported file; element properties installed in skcgcnn."""
+    """Graphs, targets, and the crystals' rows in the target's full set, of an exported file
+    (with the number of crystals of that set); element properties installed in skcgcnn."""
     import skcgcnn.features as features
 
     with np.load(path) as f:
@@ -96,7 +119,8 @@ def load(path):
             neighbors=d["neighbors"][e0:e1].astype(np.int32),
             distances=d["distances"][e0:e1], radius=radius, max_num_nbr=max_num_nbr))
         a0, e0 = a1, e1
-    return as_graph_array(graphs), d["y"]
+    rows = d.get("rows", np.arange(len(d["y"])))  # files of every crystal may lack it
+    return as_graph_array(graphs), d["y"], rows, int(d.get("n_total", len(d["y"])))
 
 
 # -------------------------------------------------------------------- fitting
@@ -107,45 +131,83 @@ def _init_worker(path, target, stage, device, fit):
     import torch
 
     torch.set_num_threads(1)
-    graphs, y = load(path)
+    graphs, y = load(path)[:2]
     models = paper.cgcnn_models(target, stage, fit)
-    _WORKER.update(graphs=graphs, y=y, models=models, device=device)
+    _WORKER.update(graphs=graphs, y=y, models=models, device=device, target=target,
+                   stage=stage)
 
 
 def _fit(trial, name, split):
+    """One row of the results: run_trials' for a stage's fit, or an ensembles-stage row
+    (its members' predictions dumped to ``paper.dump_path``)."""
     w = _WORKER
     train, val, test = split
     fit_idx = np.concatenate([train, val])
     model = w["models"][name]  # a CGCNN, or an ensemble of them
     model.set_params(**{k: w["device"] for k in model.get_params()
                         if k == "device" or k.endswith("__device")})
+    if w["stage"] == "ensembles":
+        return dict(trial=int(trial), model=name, n_train=len(train), **paper.uncertainty_row(
+            model, w["graphs"], w["y"], fit_idx, test,
+            dump=paper.dump_path(w["target"], name, trial)))
     return _fit_one(trial, name, model, len(train), w["graphs"][fit_idx], w["y"][fit_idx],
                     w["graphs"][test], w["y"][test])
 
 
-def jobs(target, stage, n_samples, max_trials=10):
-    """(trial, model name, split) of every fit of the stage, smallest training set first."""
-    names = list(paper.cgcnn_models(target, stage))
-    by_size = paper.stage_splits(target, stage, n_samples, max_trials)
-    return [(t, name, split) for n in sorted(by_size) for t, split in enumerate(by_size[n])
-            for name in names]
+def jobs(target, stage, rows, n_total, max_trials=10, models=None):
+    """(trial, model name, split) of every fit of the stage, smallest training set first,
+    the split renumbered into the exported crystals ``rows`` (of ``n_total``); only the
+    models named in ``models`` where given."""
+    every = list(paper.cgcnn_models(target, stage))
+    names = [n for n in every if not models or n in models]
+    if models and len(names) < len(models):
+        raise ValueError(f"no model named {sorted(set(models) - set(names))} in the "
+                         f"{stage} stage of {target}; it has {every}")
+    by_size = paper.stage_splits(target, stage, n_total, max_trials)
+    out = []
+    for n in sorted(by_size):
+        for t, split in enumerate(by_size[n]):
+            pos = [np.searchsorted(rows, idx).clip(max=len(rows) - 1) for idx in split]
+            if any(not np.array_equal(rows[p], idx) for p, idx in zip(pos, split)):
+                raise ValueError(f"trial {t} at n_train={n} uses crystals that the exported "
+                                 f"file lacks; export with --stage {stage}")
+            out += [(t, name, tuple(pos)) for name in names]
+    return out
 
 
-def run(path, out, stage, device, workers, deadline, max_trials, epochs=None):
+def _results_path(target, stage):
+    return paper.uq_path(target) if stage == "ensembles" else (
+        paper.RESULTS / f"{paper.slug(target)}.csv")
+
+
+def _write_dumps(rows, target, out):
+    """``<out>.dumps.tar``: the dumps of the ensembles rows so far, rewritten atomically."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for r in rows:
+            dump = paper.dump_path(target, r["model"], r["trial"])
+            if dump.is_file():
+                tar.add(dump, arcname=str(dump.relative_to(paper.ROOT)))
+    atomic_write_bytes(f"{out}.dumps.tar", buf.getvalue())
+
+
+def run(path, out, stage, device, workers, deadline, max_trials, epochs=None, models=None):
     """Fit every job not yet in the results, ``workers`` at a time; rows saved to ``out``."""
     start = time.time()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with np.load(path) as f:
-        target, n_samples = str(f["target"]), len(f["y"])
-    done = {_key(r) for r in _read_results(paper.RESULTS / f"{paper.slug(target)}.csv")
-            .to_dict("records")}
+        target = str(f["target"])
+    _, _, crystal_rows, n_total = load(path)
+    done = {_key(r) for r in _read_results(_results_path(target, stage)).to_dict("records")}
     rows = _read_results(out).to_dict("records")
     done |= {_key(r) for r in rows}
-    todo = [j for j in jobs(target, stage, n_samples, max_trials)
+    todo = [j for j in jobs(target, stage, crystal_rows, n_total, max_trials, models)
             if (j[0], j[1], len(j[2][0])) not in done]
     print(f"{target} {stage}: {len(todo)} fits to do on {device} with {workers} workers",
           flush=True)
     seconds_per_crystal = 0.0  # the slowest finished fit's time per training crystal
     fit = dict(paper.FIT, max_epochs=epochs or paper.FIT["max_epochs"])
+    columns = paper.UQ_COLUMNS if stage == "ensembles" else RESULT_COLUMNS
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(path, target, stage, device, fit)) as pool:
@@ -166,7 +228,9 @@ def run(path, out, stage, device, workers, deadline, max_trials, epochs=None):
                 running.pop(fut)
                 row = fut.result()
                 rows.append(row)
-                _write_results(pd.DataFrame(rows, columns=RESULT_COLUMNS), out)
+                _write_results(pd.DataFrame(rows, columns=columns), out)
+                if stage == "ensembles":
+                    _write_dumps(rows, target, out)
                 seconds_per_crystal = max(seconds_per_crystal,
                                           row["fit_time_s"] / row["n_train"])
                 print(f"{time.time() - start:6.0f} s  trial {row['trial']} {row['model']} "
@@ -175,13 +239,27 @@ def run(path, out, stage, device, workers, deadline, max_trials, epochs=None):
 
 
 def merge(target, path):
-    """Append the rows of ``path`` not yet in ``benchmarks/results/<target>.csv``."""
-    dest = paper.RESULTS / f"{paper.slug(target)}.csv"
+    """Append the rows of ``path`` not yet in ``benchmarks/results/<target>.csv`` (or in
+    ``<target>-ensembles.csv``, with the dumps of ``<path>.dumps.tar``, for that stage's)."""
+    new = _read_results(path)
+    stage = "ensembles" if "coverage_90" in new.columns else None
+    dest = _results_path(target, stage)
     have = _read_results(dest)
     keys = {_key(r) for r in have.to_dict("records")}
-    new = [r for r in _read_results(path).to_dict("records") if _key(r) not in keys]
-    _write_results(pd.concat([have, pd.DataFrame(new, columns=RESULT_COLUMNS)],
-                             ignore_index=True), dest)
+    new = [r for r in new.to_dict("records") if _key(r) not in keys]
+    if not new:
+        print(f"{dest}: no rows to add")
+        return
+    if stage:
+        with tarfile.open(f"{path}.dumps.tar") as tar:
+            for r in new:
+                dump = paper.dump_path(target, r["model"], r["trial"])
+                data = tar.extractfile(str(dump.relative_to(paper.ROOT))).read()
+                dump.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(dump, data)
+    columns = paper.UQ_COLUMNS if stage else RESULT_COLUMNS
+    _write_results(pd.concat([have, pd.DataFrame(new, columns=columns)], ignore_index=True),
+                   dest)
     print(f"{dest}: {len(new)} rows added")
 
 
@@ -192,6 +270,9 @@ def main(argv=None):
     e = sub.add_parser("export", help="write a target's graphs to a compact file")
     e.add_argument("target", choices=list(paper.TARGETS))
     e.add_argument("path")
+    e.add_argument("--stage", choices=paper.STAGES,
+                   help="only the crystals of this stage's splits (default: every crystal)")
+    e.add_argument("--max-trials", type=int, default=10)
     r = sub.add_parser("run", help="fit a stage from an exported file")
     r.add_argument("path")
     r.add_argument("out", help="CSV of the finished fits (run_trials' columns)")
@@ -203,14 +284,16 @@ def main(argv=None):
                    help="seconds after which no fit should still be running")
     r.add_argument("--max-trials", type=int, default=10)
     r.add_argument("--epochs", type=int, help="fewer epochs than paper.py's, for a quick check")
+    r.add_argument("--models", nargs="+", metavar="NAME", help="only these rows (exact names)")
     m = sub.add_parser("merge", help="add a run's rows to benchmarks/results/")
     m.add_argument("target", choices=list(paper.TARGETS))
     m.add_argument("path")
     a = p.parse_args(argv)
     if a.command == "export":
-        export(a.target, a.path)
+        export(a.target, a.path, a.stage, a.max_trials)
     elif a.command == "run":
-        run(a.path, a.out, a.stage, a.device, a.workers, a.deadline, a.max_trials, a.epochs)
+        run(a.path, a.out, a.stage, a.device, a.workers, a.deadline, a.max_trials, a.epochs,
+            a.models)
     else:
         merge(a.target, a.path)
 
