@@ -15,7 +15,7 @@ merged into ``benchmarks/results/``::
     python benchmarks/paper_device.py merge 500-NM-E_g rows.csv
 
 The ensembles stage works the same way. ``export --stage ensembles`` keeps only the
-crystals of that stage's splits (7,500 or fewer, about 4 MB), so that all the MP targets
+crystals of that stage's splits (6,400-6,900 per MP target, 4-5 MB), so that all three
 travel together; its rows (``paper.UQ_COLUMNS``) go to
 ``benchmarks/results/<target>-ensembles.csv`` and the members' predictions to
 ``<out>.dumps.tar``, rewritten after every fit, which ``merge`` unpacks beside the
@@ -90,7 +90,7 @@ def export(target, path, stage=None, max_trials=10):
     tmp = f"{path}.part.npz"
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
-    back = load(path)[0]
+    back, _ = load(path)
     for i, (a, b) in enumerate(zip(graphs, back)):
         if not all(np.array_equal(getattr(a, f), getattr(b, f))
                    for f in ("numbers", "centers", "neighbors", "distances")):
@@ -99,8 +99,7 @@ def export(target, path, stage=None, max_trials=10):
 
 
 def load(path):
-    """Graphs, targets, and the crystals' rows in the target's full set, of an exported file
-    (with the number of crystals of that set); element properties installed in skcgcnn."""
+    """Graphs and targets of an exported file; element properties installed in skcgcnn."""
     import skcgcnn.features as features
 
     with np.load(path) as f:
@@ -119,8 +118,15 @@ def load(path):
             neighbors=d["neighbors"][e0:e1].astype(np.int32),
             distances=d["distances"][e0:e1], radius=radius, max_num_nbr=max_num_nbr))
         a0, e0 = a1, e1
-    rows = d.get("rows", np.arange(len(d["y"])))  # files of every crystal may lack it
-    return as_graph_array(graphs), d["y"], rows, int(d.get("n_total", len(d["y"])))
+    return as_graph_array(graphs), d["y"]
+
+
+def _crystals(path):
+    """Target, the exported crystals' rows in its full set, and that set's size."""
+    with np.load(path) as f:
+        n = len(f["y"])  # files of every crystal, older ones too, may lack rows
+        rows = f["rows"] if "rows" in f.files else np.arange(n)
+        return str(f["target"]), rows, int(f["n_total"]) if "n_total" in f.files else n
 
 
 # -------------------------------------------------------------------- fitting
@@ -131,7 +137,7 @@ def _init_worker(path, target, stage, device, fit):
     import torch
 
     torch.set_num_threads(1)
-    graphs, y = load(path)[:2]
+    graphs, y = load(path)
     models = paper.cgcnn_models(target, stage, fit)
     _WORKER.update(graphs=graphs, y=y, models=models, device=device, target=target,
                    stage=stage)
@@ -195,9 +201,7 @@ def run(path, out, stage, device, workers, deadline, max_trials, epochs=None, mo
     """Fit every job not yet in the results, ``workers`` at a time; rows saved to ``out``."""
     start = time.time()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with np.load(path) as f:
-        target = str(f["target"])
-    _, _, crystal_rows, n_total = load(path)
+    target, crystal_rows, n_total = _crystals(path)
     done = {_key(r) for r in _read_results(_results_path(target, stage)).to_dict("records")}
     rows = _read_results(out).to_dict("records")
     done |= {_key(r) for r in rows}
@@ -275,7 +279,7 @@ def main(argv=None):
     e.add_argument("--max-trials", type=int, default=10)
     r = sub.add_parser("run", help="fit a stage from an exported file")
     r.add_argument("path")
-    r.add_argument("out", help="CSV of the finished fits (run_trials' columns)")
+    r.add_argument("out", help="CSV of the finished fits (run_trials' or paper.UQ_COLUMNS)")
     r.add_argument("--stage", default="curves", choices=[s for s in paper.STAGES
                                                          if s != "baselines"])
     r.add_argument("--device", default="cuda")
