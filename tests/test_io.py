@@ -78,6 +78,50 @@ def test_garbage_file_raises(tmp_path):
         load_state_dict(path)
 
 
+@pytest.mark.parametrize("content, shown", [
+    (b"hello\n", "it begins 'hello'"),
+    (b"id,value\nmp-1,2.5\n", "it begins 'id,value'"),
+    (b"\x00\xff\xfe" * 100, "it is binary"),
+    (b"\x80\x04K\x01.", "it is binary"),  # a pickle, but not a torch file
+])
+def test_a_file_that_is_not_a_model_says_so(tmp_path, content, shown):
+    # a text file or a CSV renamed .pt gave "KeyError: 101" or torch's advice to load unsafely
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        load_state_dict(path)
+    message = str(info.value)
+    assert f"{str(path)!r} is not a skcgcnn model file" in message
+    assert shown in message
+    assert "weights_only" not in message
+
+
+def test_a_zip_that_torch_did_not_write_is_not_a_model(tmp_path):
+    import zipfile
+
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(ValueError, match="is not a skcgcnn model file: a zip archive"):
+        load_state_dict(path)
+
+
+def test_a_legacy_torch_file_still_loads(tmp_path):
+    path = tmp_path / "legacy.pt"
+    torch.save(state(), path, _use_new_zipfile_serialization=False)
+    torch.testing.assert_close(load_state_dict(path)["w"], state()["w"])
+
+
+def test_unsafe_refusal_names_the_object_without_torch_advice(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(2), "payload": Payload(tmp_path / "marker")}, path)
+    with pytest.raises(ValueError) as info:
+        load_state_dict(path)
+    message = str(info.value)
+    assert "refused to load" in message and "posix.system" in message
+    assert "weights_only" not in message and "trusted source" not in message
+
+
 def test_pickle_payload_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pt"
