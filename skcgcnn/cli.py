@@ -135,15 +135,49 @@ def _read_input(path, target=None, structure_column="structure", id_column=None,
     return _Data(ids=ids, X=X, y=y, target=target, source=path)
 
 
-def _featurize(X, radius, max_num_nbr, n_jobs=None, progress=True):
-    """Graphs of X (already-built graphs are passed through), with a progress bar."""
-    from .graph import CrystalGraphTransformer, _graph_array_or_none
+def _featurize(X, radius, max_num_nbr, n_jobs=None, progress=True, ids=None,
+               skip_invalid=False):
+    """Graphs of X (already-built graphs are passed through), with a progress bar.
 
-    graphs = _graph_array_or_none(X)
-    if graphs is not None:
-        return graphs
-    return CrystalGraphTransformer(radius=radius, max_num_nbr=max_num_nbr, n_jobs=n_jobs,
-                                   verbose=progress).transform(X)
+    Crystals with isolated atoms are named (by id) in a warning line. With
+    ``skip_invalid``, crystals that cannot be read or featurized are left out
+    and listed; returns the graphs and the positions in ``X`` of those kept.
+    """
+    from .graph import (CrystalGraphTransformer, IsolatedAtomWarning, _graph_array_or_none,
+                        isolated_atoms_message)
+
+    graphs, kept = _graph_array_or_none(X), None
+    if graphs is None:
+        transformer = CrystalGraphTransformer(radius=radius, max_num_nbr=max_num_nbr,
+                                              n_jobs=n_jobs, verbose=progress)
+        with warnings.catch_warnings():  # named below, by id
+            warnings.simplefilter("ignore", IsolatedAtomWarning)
+            graphs, errors = transformer._build(X, skip_invalid=skip_invalid)
+        if errors:
+            _report_skipped(errors, ids, len(graphs) + len(errors))
+        bad = {i for i, _ in errors}
+        kept = [i for i in range(len(graphs) + len(errors)) if i not in bad]
+    if kept is None:
+        kept = list(range(len(graphs)))
+    message = isolated_atoms_message(graphs, None if ids is None else [ids[i] for i in kept])
+    if message is not None:
+        _note(f"warning: {message}")
+    return (graphs, kept) if skip_invalid else graphs
+
+
+def _report_skipped(errors, ids, n, shown=10):
+    """List the crystals --skip-invalid left out, or fail when that is all of them."""
+    def name(i):
+        return f"index {i}" if ids is None else f"{ids[i]!r} (index {i})"
+
+    if len(errors) == n:
+        raise ValueError(f"none of the {n} crystal(s) could be featurized; the first, "
+                         f"{name(errors[0][0])}: {errors[0][1]}")
+    lines = [f"skipped {len(errors)} of {n} crystal(s) that could not be read or featurized:"]
+    lines += [f"  {name(i)}: {' '.join(str(exc).split())}" for i, exc in errors[:shown]]
+    if len(errors) > shown:
+        lines.append(f"  ... and {len(errors) - shown} more")
+    _note("\n".join(lines))
 
 
 def _write_bytes(data: bytes, out):
@@ -163,7 +197,8 @@ def _cmd_featurize(args):
 
     data = _read_input(args.input, args.target, args.structure_column, args.id_column,
                        n_jobs=args.n_jobs)
-    graphs = _featurize(data.X, args.radius, args.max_num_nbr, args.n_jobs, not args.quiet)
+    graphs = _featurize(data.X, args.radius, args.max_num_nbr, args.n_jobs, not args.quiet,
+                        ids=data.ids)
     from . import __version__
 
     buf = io.BytesIO()
@@ -184,6 +219,7 @@ def _parse_freeze(value):
 #: Training options and the estimator parameters they set when given (else the
 #: estimator's own default applies).
 _ESTIMATOR_OPTIONS = {"lr": "lr", "epochs": "max_epochs", "batch_size": "batch_size",
+                      "lr_schedule": "lr_schedule",
                       "lr_decay_epoch": "lr_decay_epoch", "patience": "n_iter_no_change",
                       "validation_fraction": "validation_fraction", "device": "device"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -195,13 +231,25 @@ def _print_plain(text, *args, **kwargs):
 
 
 def _estimator_params(cls, args, verbose=False):
-    """Estimator parameters from the options given; the decay epoch follows --epochs."""
+    """Estimator parameters from the options given.
+
+    Under the step schedule the decay epoch follows --epochs (at the same
+    fraction of the epochs as in the defaults); under the cosine schedule,
+    which has no decay epoch, --lr-decay-epoch is refused.
+    """
     params = {param: getattr(args, opt) for opt, param in _ESTIMATOR_OPTIONS.items()
               if getattr(args, opt, None) is not None}
-    if params.get("lr_decay_epoch") == "none":
+    defaults = cls().get_params()
+    schedule = params.get("lr_schedule", defaults["lr_schedule"])
+    if schedule != "step":
+        if "lr_decay_epoch" in params:
+            raise ValueError(
+                f"--lr-decay-epoch applies to the step schedule, but this run uses the "
+                f"{schedule} schedule (the learning rate goes from --lr to zero along a half "
+                "cosine over --epochs); drop --lr-decay-epoch, or pass --lr-schedule step")
+    elif params.get("lr_decay_epoch") == "none":
         params["lr_decay_epoch"] = None
     elif "max_epochs" in params and "lr_decay_epoch" not in params:
-        defaults = cls().get_params()
         decay, epochs = defaults.get("lr_decay_epoch"), defaults.get("max_epochs")
         if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
                for v in (decay, epochs)):  # same fraction of the epochs as the defaults
@@ -280,7 +328,7 @@ def _fit_and_save(args, finetune):
     members = _estimators(args, finetune)
     est = members[0]
     radius, max_num_nbr = est._featurizer_settings()  # finetune: from the model card
-    graphs = _featurize(data.X, radius, max_num_nbr, args.n_jobs, not args.quiet)
+    graphs = _featurize(data.X, radius, max_num_nbr, args.n_jobs, not args.quiet, ids=data.ids)
     if not args.quiet:
         _note(_loss_note(est, data.y, _units(args)))
     model = est
@@ -333,7 +381,8 @@ def _cmd_pretrain(args):
 
     data = _read_input(args.input, args.target, args.structure_column, args.id_column,
                        need_target=True, log10=args.log10, n_jobs=args.n_jobs)
-    graphs = _featurize(data.X, args.radius, args.max_num_nbr, args.n_jobs, not args.quiet)
+    graphs = _featurize(data.X, args.radius, args.max_num_nbr, args.n_jobs, not args.quiet,
+                        ids=data.ids)
     _set_threads(args)
     card = {"data": os.path.abspath(data.source), "target": data.target, "units": args.units,
             "target_transform": "log10" if args.log10 else None,
@@ -379,7 +428,11 @@ def _cmd_predict(args):
     member = est.estimators_[0] if ensemble else est
     data = _read_input(args.input, None, args.structure_column, args.id_column,
                        n_jobs=args.n_jobs)
-    graphs = _featurize(data.X, member.radius, member.max_num_nbr, args.n_jobs, not args.quiet)
+    graphs, kept = _featurize(data.X, member.radius, member.max_num_nbr, args.n_jobs,
+                              not args.quiet, ids=data.ids, skip_invalid=args.skip_invalid)
+    if len(kept) < len(data.ids):
+        data.ids = [data.ids[i] for i in kept]
+        data.y = None if data.y is None else data.y[kept]
     log10 = est.card_.get("target_transform") == "log10"
     columns = {"id": data.ids}
     if ensemble:  # mean, calibrated std and conformal interval bounds
@@ -489,7 +542,8 @@ def _cmd_compare(args):
     for net in nets.values():
         settings = net._featurizer_settings()
         if settings not in graphs:
-            graphs[settings] = _featurize(data.X, *settings, args.n_jobs, not args.quiet)
+            graphs[settings] = _featurize(data.X, *settings, args.n_jobs, not args.quiet,
+                                          ids=data.ids)
     models = {_MODEL_LABELS[k]: Pipeline([("graphs", _Lookup(graphs[net._featurizer_settings()])),
                                            ("model", net)]) for k, net in nets.items()}
     names = [_MODEL_LABELS[k] for k in keys if _MODEL_LABELS[k] in BASELINE_GRIDS]
@@ -602,11 +656,16 @@ def _add_training(p, estimator, finetune):
             help="training epochs")
     _option(p, "--lr", type=float, estimator=estimator, param="lr",
             help="initial learning rate")
+    _option(p, "--lr-schedule", choices=("step", "cosine"), estimator=estimator,
+            param="lr_schedule",
+            help="step: the learning rate is multiplied by 0.1 at --lr-decay-epoch (the "
+                 "paper's); cosine: from --lr to zero along a half cosine over --epochs; the "
+                 "model card records the one used")
     _option(p, "--lr-decay-epoch", type=_decay_epoch, metavar="EPOCH", estimator=estimator,
             param="lr_decay_epoch",
-            help="epoch at which the learning rate is multiplied by 0.1, or 'none'; when "
-                 "--epochs is given without it, the decay comes at the same fraction of the "
-                 "epochs as in the defaults")
+            help="step schedule only (refused with cosine): epoch at which the learning rate "
+                 "is multiplied by 0.1, or 'none'; when --epochs is given without it, the "
+                 "decay comes at the same fraction of the epochs as in the defaults")
     _option(p, "--batch-size", type=int, estimator=estimator, param="batch_size",
             help="crystals per minibatch")
     _option(p, "--validation-fraction", type=float, metavar="F", estimator=estimator,
@@ -785,6 +844,10 @@ def build_parser():
     p.add_argument("-o", "--output", metavar="PREDICTIONS.csv",
                    help="CSV file to write (default: standard output)")
     _add_runtime(p)
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="leave out, and list on standard error, the crystals that cannot be "
+                        "read or featurized (an unreadable CIF, disordered sites, an element "
+                        "without features) instead of stopping at the first (default: stop)")
     p.add_argument("--confidence-level", type=float, metavar="P",
                    help="an ensemble's interval level, e.g. 0.8 (default: the one it was "
                         "calibrated at, 0.9)")

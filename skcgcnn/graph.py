@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import Interval
 from .features import MAX_Z
 
 __all__ = ["CrystalGraph", "CrystalGraphTransformer", "build_graph", "as_graph_array",
-           "read_structure_file"]
+           "read_structure_file", "IsolatedAtomWarning", "isolated_atoms_message"]
 
 #: Atoms per neighbour-search call; larger cells are searched in chunks so that
 #: memory stays bounded (about 100 MB per chunk at metallic densities).
@@ -56,8 +56,13 @@ class CrystalGraph:
     Notes
     -----
     An atom has at most ``max_num_nbr`` edges. An atom with fewer neighbours
-    within the radius keeps only the edges it has (no padding); an atom with
-    none (an isolated atom) keeps its own features through the convolutions.
+    within the radius keeps only the edges it has (no padding, unlike the
+    original CGCNN code). An atom with none (an isolated atom) receives no
+    messages: each convolution updates its vector from itself alone, so it
+    depends on its element only, and a crystal made only of isolated atoms (one
+    atom in a 20 Å cell) is predicted from its composition, whatever its
+    structure. :class:`CrystalGraphTransformer` warns about such crystals
+    (:class:`IsolatedAtomWarning`).
 
     Examples
     --------
@@ -88,6 +93,11 @@ class CrystalGraph:
     def n_edges(self) -> int:
         """Number of directed edges."""
         return len(self.centers)
+
+    @property
+    def n_isolated(self) -> int:
+        """Number of atoms without any neighbour within ``radius``."""
+        return self.n_atoms - len(np.unique(self.centers))
 
     @property
     def nbytes(self) -> int:
@@ -121,6 +131,66 @@ class CrystalGraph:
     def __repr__(self) -> str:
         return (f"CrystalGraph(n_atoms={self.n_atoms}, n_edges={self.n_edges}, "
                 f"radius={self.radius}, max_num_nbr={self.max_num_nbr})")
+
+
+class IsolatedAtomWarning(UserWarning):
+    """Crystals have atoms with no neighbour within the cutoff radius.
+
+    Such an atom receives no messages in the convolutions, so its vector
+    depends on its element only (see :class:`CrystalGraph`).
+    """
+
+
+def _formula(numbers):
+    """Reduced formula of atomic numbers ("Cu", "NaCl")."""
+    from pymatgen.core import Composition, Element
+
+    counts = np.bincount(np.asarray(numbers, dtype=np.int64))
+    return Composition({Element.from_Z(int(z)): int(n) for z, n in enumerate(counts)
+                        if n}).reduced_formula
+
+
+def isolated_atoms_message(graphs, ids=None, shown=5):
+    """What to tell about the crystals of ``graphs`` that have isolated atoms, or None.
+
+    Parameters
+    ----------
+    graphs : sequence of CrystalGraph
+    ids : sequence of str, optional
+        Names of the crystals (e.g. material ids), shown instead of their index.
+    shown : int, default=5
+        Crystals named; the others are counted.
+
+    Returns
+    -------
+    message : str or None
+        None when every atom of every crystal has a neighbour within the
+        radius.
+
+    Examples
+    --------
+    >>> from ase import Atoms
+    >>> from ase.build import bulk
+    >>> from skcgcnn.graph import build_graph, isolated_atoms_message
+    >>> graphs = [build_graph(bulk("Cu")), build_graph(Atoms("Cu", cell=[20] * 3, pbc=True))]
+    >>> message = isolated_atoms_message(graphs, ids=["mp-30", "lonely"])
+    >>> print(message[:message.index(".", 80) + 1])  # doctest: +NORMALIZE_WHITESPACE
+    1 crystal(s) have atoms with no neighbour within radius=8.0 angstrom:
+    'lonely' (Cu: 1 of 1 atoms isolated).
+    """
+    bad = [(i, g) for i, g in enumerate(graphs) if g.n_isolated]
+    if not bad:
+        return None
+    named = []
+    for i, g in bad[:shown]:
+        what = f"{_formula(g.numbers)}: {g.n_isolated} of {g.n_atoms} atoms isolated"
+        named.append(f"index {i} ({what})" if ids is None else f"{ids[i]!r} ({what})")
+    more = f" and {len(bad) - shown} more" if len(bad) > shown else ""
+    return (f"{len(bad)} crystal(s) have atoms with no neighbour within "
+            f"radius={bad[0][1].radius} angstrom: {'; '.join(named)}{more}. An isolated atom "
+            "receives no messages, so its vector depends on its element alone, and a crystal "
+            "of isolated atoms is predicted from its composition whatever its structure; "
+            "check the cell (a vacuum, wrong lattice units) or raise the radius")
 
 
 def read_structure_file(path, where=""):
@@ -464,6 +534,18 @@ def build_graph(structure, radius=8.0, max_num_nbr=12, max_atoms=DEFAULT_MAX_ATO
     return build(numbers, coords, lattice, pbc, float(radius), int(max_num_nbr))
 
 
+#: Errors of one crystal that ``skip_invalid`` skips (see ``CrystalGraphTransformer._build``).
+_INVALID_CRYSTAL_ERRORS = (ValueError, OSError, TypeError)
+
+
+def _graph_or_error(structure, index=None, **kwargs):
+    """:func:`build_graph`, returning the error of a crystal that cannot be featurized."""
+    try:
+        return build_graph(structure, index=index, **kwargs)
+    except _INVALID_CRYSTAL_ERRORS as exc:
+        return exc
+
+
 def _graph_array_or_none(X):
     """``X`` as a 1-D object ndarray if it is a non-empty sequence of CrystalGraph, else None.
 
@@ -600,6 +682,30 @@ class CrystalGraphTransformer(StructureTransformerMixin, BaseEstimator):
         -------
         graphs : ndarray of shape (n_structures,), dtype object
             One :class:`CrystalGraph` per structure.
+
+        Warns
+        -----
+        IsolatedAtomWarning
+            Once per call, naming (by index and formula) the crystals that have
+            atoms with no neighbour within ``radius``: a crystal of such atoms
+            is predicted from its composition alone.
+        """
+        graphs, _ = self._build(X)
+        message = isolated_atoms_message(graphs)
+        if message is not None:
+            warnings.warn(message, IsolatedAtomWarning, stacklevel=3)  # past set_output's wrapper
+        return graphs
+
+    def _build(self, X, skip_invalid=False):
+        """The graphs of ``X`` and, with ``skip_invalid``, the crystals left out.
+
+        Without ``skip_invalid`` the first crystal that cannot be read or
+        featurized raises. With it, such crystals (an unreadable file, a
+        disordered structure, an element without features, ...: the
+        ``ValueError``, ``OSError`` or ``TypeError`` of :func:`build_graph`)
+        are left out of ``graphs`` and returned as ``(index, error)`` pairs.
+        The progress bar is closed either way, so that what follows starts on
+        a line of its own.
         """
         self._validate_params()
         X = _as_list(X)
@@ -609,14 +715,20 @@ class CrystalGraphTransformer(StructureTransformerMixin, BaseEstimator):
             cached = memory.cache(_graph_from_arrays)
         args = dict(radius=self.radius, max_num_nbr=self.max_num_nbr,
                     max_atoms=self.max_atoms, _cached=cached)
-        items = enumerate(X)
+        build = _graph_or_error if skip_invalid else build_graph
+        items, bar = enumerate(X), None
         if self.verbose:
             from tqdm.auto import tqdm
 
-            items = tqdm(items, total=len(X), desc="crystal graphs", unit="crystal")
-        if self.n_jobs in (None, 1):
-            graphs = [build_graph(s, index=i, **args) for i, s in items]
-        else:
-            graphs = Parallel(n_jobs=self.n_jobs, batch_size=64)(
-                delayed(build_graph)(s, index=i, **args) for i, s in items)
-        return as_graph_array(graphs)
+            items = bar = tqdm(items, total=len(X), desc="crystal graphs", unit="crystal")
+        try:
+            if self.n_jobs in (None, 1):
+                results = [build(s, index=i, **args) for i, s in items]
+            else:
+                results = Parallel(n_jobs=self.n_jobs, batch_size=64)(
+                    delayed(build)(s, index=i, **args) for i, s in items)
+        finally:
+            if bar is not None:
+                bar.close()
+        errors = [(i, r) for i, r in enumerate(results) if isinstance(r, Exception)]
+        return as_graph_array([r for r in results if not isinstance(r, Exception)]), errors

@@ -72,9 +72,8 @@ def test_finetune_then_predict_matches_the_estimator(folder, finetuned, tmp_path
     assert table.id.tolist() == ids and np.isfinite(table.prediction).all()
     # the same fit in Python, from the CIF paths, predicts the same numbers
     paths = [str(root / f"{i}.cif") for i in ids]
-    # --epochs 3 moves the decay to epoch 3 * 100 / 500, rounded: 1
     est = TransferCGCNNRegressor(pretrained=str(pre), max_epochs=3, batch_size=8,
-                                 lr_decay_epoch=1, random_state=0).fit(paths, y)
+                                 random_state=0).fit(paths, y)
     np.testing.assert_allclose(table.prediction, est.predict(paths), rtol=1e-9)
     # and the saved model round-trips to identical predictions
     np.testing.assert_array_equal(load_estimator(finetuned).predict(paths), est.predict(paths))
@@ -172,6 +171,44 @@ def test_predict_a_plain_folder_of_cifs_and_a_header_line(folder, finetuned, tmp
     assert "no id_prop.csv and no .cif files" in err
 
 
+def test_predict_skips_invalid_crystals_and_names_isolated_ones(folder, finetuned, tmp_path,
+                                                                 capsys):
+    from ase import Atoms
+
+    root, _ = folder
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for i in range(4):
+        shutil.copy(root / f"x{i}.cif", plain / f"x{i}.cif")
+    (plain / "x1b.cif").write_text("this is not a cif\n")
+    AseAtomsAdaptor.get_structure(Atoms("Cu", cell=[20] * 3, pbc=True)).to(
+        filename=str(plain / "lone.cif"))
+    out = tmp_path / "p.csv"
+    # one garbage file stops everything, by default; its error starts on its own line
+    with pytest.raises(SystemExit):
+        main(["predict", str(finetuned), str(plain), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert "crystal graphs" in err  # the progress bar was shown
+    assert err.splitlines()[-1].startswith("skcgcnn predict: error: could not read a structure")
+    assert "x1b.cif" in err and not out.exists()
+    # --skip-invalid predicts the others and lists what it skipped
+    assert main(["predict", str(finetuned), str(plain), "-o", str(out), "-q",
+                 "--skip-invalid"]) == 0
+    assert pd.read_csv(out).id.tolist() == ["lone", "x0", "x1", "x2", "x3"]
+    err = capsys.readouterr().err
+    assert "skipped 1 of 6 crystal(s) that could not be read or featurized:" in err
+    assert "'x1b' (index 3): could not read a structure" in err
+    # the lone atom is predicted, and named by its id
+    assert "warning: 1 crystal(s) have atoms with no neighbour within radius=8.0" in err
+    assert "'lone' (Cu: 1 of 1 atoms isolated)" in err
+    # nothing readable at all is an error, not an empty table
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.cif").write_text("garbage\n")
+    err = _error(["predict", str(finetuned), str(bad), "-q", "--skip-invalid"], capsys)
+    assert "none of the 1 crystal(s) could be featurized" in err
+
+
 def test_training_options_reach_the_estimator():
     args = build_parser().parse_args([
         "train", "data/", "-o", "m.pt", "--epochs", "40", "--lr", "0.03", "--batch-size", "16",
@@ -182,13 +219,12 @@ def test_training_options_reach_the_estimator():
                                    "n_iter_no_change", "validation_fraction", "device")} == {
         "max_epochs": 40, "lr": 0.03, "batch_size": 16, "lr_decay_epoch": 30,
         "n_iter_no_change": 7, "validation_fraction": 0.25, "device": "cpu"}
-    # options not given keep the estimator's defaults; the decay follows --epochs
+    # options not given keep the estimator's defaults
     default = TransferCGCNNRegressor().get_params()
     args = build_parser().parse_args(["finetune", "data/", "-o", "m.pt", "--epochs", "20"])
     params = _estimator(args, finetune=True).get_params()
-    assert params["lr_decay_epoch"] == round(20 * default["lr_decay_epoch"] /
-                                             default["max_epochs"])
     assert params["lr"] == default["lr"] and params["batch_size"] == default["batch_size"]
+    assert params["lr_schedule"] == default["lr_schedule"] == "cosine"
     args = build_parser().parse_args(["train", "data/", "-o", "m.pt"])
     params = _estimator(args, finetune=False).get_params()
     scratch = CGCNNRegressor().get_params()
@@ -200,6 +236,50 @@ def test_training_options_reach_the_estimator():
     args = build_parser().parse_args(["predict", "m.pt", "data/", "--device", "cpu",
                                       "--threads", "2"])
     assert (args.device, args.threads) == ("cpu", 2)
+
+
+def test_decay_epoch_follows_epochs_under_step_and_is_refused_under_cosine(tiny, folder,
+                                                                          tmp_path, capsys):
+    import torch
+
+    _, graphs, y = tiny
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        # step (train's default): --epochs 10 moves the decay to epoch 10 * 100 / 500 = 2,
+        # and the learning rate really drops there
+        args = build_parser().parse_args(["train", "d/", "-o", "m.pt", "--epochs", "10",
+                                          "--batch-size", "4", "-q"])
+        est = _estimator(args, finetune=False).fit(graphs, y)
+        assert est.history[:, "event_lr"] == pytest.approx([0.01] * 2 + [0.001] * 8)
+        # finetune --lr-schedule step honours --lr-decay-epoch
+        args = build_parser().parse_args(["finetune", "d/", "-o", "m.pt", "--epochs", "4",
+                                          "--lr-schedule", "step", "--lr-decay-epoch", "3",
+                                          "--batch-size", "4", "-q"])
+        est = _estimator(args, finetune=True).fit(graphs, y)
+        assert est.history[:, "event_lr"] == pytest.approx([0.01] * 3 + [0.001])
+    finally:
+        torch.set_num_threads(threads)
+    # under finetune's cosine schedule a decay epoch would be ignored: refused, before training
+    root, pre = folder
+    out = tmp_path / "m.pt"
+    err = _error(["finetune", "--pretrained", str(pre), str(root), "-o", str(out),
+                  "--lr-decay-epoch", "10", *FAST], capsys)
+    assert "--lr-decay-epoch applies to the step schedule" in err and "cosine" in err
+    assert not out.exists()
+    # the help says so instead of promising a default that does nothing
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--lr-decay-epoch EPOCH step schedule only (refused with cosine)" in text
+    assert "(default: cosine)" in text
+
+
+def test_card_records_the_schedule_used(finetuned):
+    # the card recorded a decay epoch of 100 and not the cosine schedule that was used
+    hyper = json.loads(finetuned.with_suffix(".json").read_text())["hyperparameters"]
+    assert hyper["lr_schedule"] == "cosine"
+    assert "lr_decay_epoch" not in hyper and "lr_decay" not in hyper
 
 
 def test_loss_table_is_plain_and_labelled(folder, tmp_path, capsys):
@@ -222,6 +302,7 @@ def test_loss_table_is_plain_and_labelled(folder, tmp_path, capsys):
     assert (card["n_train"], card["n_validation"]) == (12, 4)
     assert card["hyperparameters"]["n_iter_no_change"] == 50
     assert card["hyperparameters"]["lr_decay_epoch"] == 2
+    assert card["hyperparameters"]["lr_schedule"] == "step"
     assert f"training MAE {card['train_mae']:.4g} A^3 on 12 crystals, validation MAE " \
            f"{card['valid_mae']:.4g} A^3 on the 4 held out (best epoch " in captured.err
 

@@ -2,6 +2,8 @@
 
 import json
 import pickle
+import sys
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -180,6 +182,66 @@ def test_isolated_atom_has_no_edges_and_model_runs():
     Xa, _ = collate_graphs([(g, 0.0)])
     out = model(**Xa)
     assert out.shape == (1,) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("box", [20.0, 100.0, 1000.0])
+def test_isolated_atoms_are_named_in_a_warning(box):
+    # one Cu atom alone in its cell was predicted silently, and identically for every box
+    lonely = Atoms("Cu", positions=[[0, 0, 0]], cell=[box] * 3, pbc=True)
+    half = Atoms("Cu2", positions=[[0, 0, 0], [1.0, 0, 0]], cell=[box] * 3, pbc=True)
+    X = [bulk("Cu", a=3.6), lonely, nacl()]
+    with pytest.warns(graph_module.IsolatedAtomWarning) as record:
+        graphs = CrystalGraphTransformer().transform(X)
+    assert len(record) == 1  # one warning per call, not one per crystal
+    message = str(record[0].message)
+    assert message.startswith("1 crystal(s) have atoms with no neighbour within radius=8.0")
+    assert "index 1 (Cu: 1 of 1 atoms isolated)" in message
+    assert "index 0" not in message and "index 2" not in message
+    assert record[0].filename == __file__  # points at the caller, not at sklearn's wrapper
+    assert [g.n_isolated for g in graphs] == [0, 1, 0]
+    # a pair of atoms has neighbours: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", graph_module.IsolatedAtomWarning)
+        assert CrystalGraphTransformer().transform([half])[0].n_isolated == 0
+
+
+def test_isolated_atoms_message_names_ids_and_counts_the_rest():
+    lonely = build_graph(Atoms("Cu", cell=[20] * 3, pbc=True))
+    ok = build_graph(bulk("Cu"))
+    assert graph_module.isolated_atoms_message([ok, ok]) is None
+    graphs = [ok] + [lonely] * 7
+    message = graph_module.isolated_atoms_message(graphs, ids=[f"c{i}" for i in range(8)],
+                                                  shown=5)
+    assert message.startswith("7 crystal(s)")
+    assert "'c1' (Cu: 1 of 1 atoms isolated)" in message and "'c5'" in message
+    assert "'c6'" not in message and "and 2 more" in message
+
+
+def test_build_skips_invalid_crystals_when_asked(tmp_path):
+    bad = tmp_path / "bad.cif"
+    bad.write_text("this is not a cif\n")
+    X = [bulk("Cu"), str(bad), Atoms("Cu", cell=[20] * 3, pbc=True), Structure(
+        Lattice.cubic(3), [{"Cu": 0.5, "Au": 0.5}], [[0, 0, 0]]), nacl()]
+    with pytest.raises(ValueError, match="bad.cif"):
+        CrystalGraphTransformer()._build(X)
+    graphs, errors = CrystalGraphTransformer()._build(X, skip_invalid=True)
+    assert [g.n_atoms for g in graphs] == [1, 1, 8]
+    assert [i for i, _ in errors] == [1, 3]
+    assert "bad.cif" in str(errors[0][1]) and "disordered" in str(errors[1][1])
+    graphs2, errors2 = CrystalGraphTransformer(n_jobs=2)._build(X, skip_invalid=True)
+    assert [i for i, _ in errors2] == [1, 3] and len(graphs2) == 3
+
+
+def test_progress_bar_is_closed_when_a_crystal_fails(tmp_path, capsys):
+    # an error used to be glued to the end of the progress bar's line
+    bad = tmp_path / "bad.cif"
+    bad.write_text("garbage\n")
+    try:
+        CrystalGraphTransformer(verbose=True).transform([bulk("Cu"), bulk("Cu"), str(bad)])
+    except ValueError as exc:  # reported while the traceback is alive, as the CLI does
+        sys.stderr.write(f"error: {exc}\n")
+    err = capsys.readouterr().err
+    assert "crystal graphs" in err and "\nerror: could not read" in err
 
 
 def test_ase_pymatgen_and_cif_give_identical_graphs(tmp_path):

@@ -20,8 +20,10 @@ PRETRAINED_DIR = Path(__file__).parent
 ARCHITECTURE_KEYS = ("atom_fea_len", "n_conv", "h_fea_len", "n_h", "radius")
 #: Estimator parameters recorded under the card's "hyperparameters".
 HYPERPARAMETER_KEYS = ("lr", "max_epochs", "batch_size", "momentum", "weight_decay",
-                       "lr_decay_epoch", "lr_decay", "validation_fraction", "n_iter_no_change",
-                       "conv_dtype", "random_state", "freeze", "head")
+                       "lr_schedule", "lr_decay_epoch", "lr_decay", "validation_fraction",
+                       "n_iter_no_change", "conv_dtype", "random_state", "freeze", "head")
+#: Hyperparameters of the step schedule, left out of the card under another schedule.
+_STEP_SCHEDULE_KEYS = ("lr_decay_epoch", "lr_decay")
 
 
 def list_pretrained():
@@ -250,8 +252,9 @@ def training_card(estimator):
     Returns
     -------
     card : dict
-        ``hyperparameters`` (learning rate, epochs, batch size, schedule,
-        validation fraction, ...); with a training history, ``epochs_trained``,
+        ``hyperparameters`` (learning rate, epochs, batch size, the schedule
+        ``lr_schedule`` and, for the step schedule only, its ``lr_decay_epoch``
+        and ``lr_decay``, validation fraction, ...); with a training history, ``epochs_trained``,
         ``n_train`` and ``n_validation`` (crystals per epoch in each part),
         and with a validation set ``best_epoch`` (1-based, the one whose
         weights are kept) and ``valid_mae_normalized`` (the validation MAE of
@@ -277,8 +280,9 @@ def training_card(estimator):
     if loaded:  # rebuilt by load_estimator: its training is the one its card records
         return {k: loaded[k] for k in _TRAINING_KEYS if k in loaded}
     params = estimator.get_params(deep=False)
+    unused = _STEP_SCHEDULE_KEYS if params.get("lr_schedule", "step") != "step" else ()
     card = {"hyperparameters": {k: _jsonable(params[k]) for k in HYPERPARAMETER_KEYS
-                                if k in params}}
+                                if k in params and k not in unused}}
     optimizer = getattr(estimator, "optimizer", None)
     card["hyperparameters"]["optimizer"] = getattr(optimizer, "__name__", repr(optimizer))
     history = getattr(estimator, "history_", None) or []
