@@ -133,7 +133,9 @@ def resolve_model(name_or_path):
     Raises
     ------
     ValueError
-        An unknown name.
+        An unknown name, or an existing file or folder that is not a model
+        (``table.csv`` with no ``table.csv.pt`` beside it): "... is not a
+        skcgcnn model file".
     FileNotFoundError
         A path without its weights or its card.
 
@@ -147,6 +149,12 @@ def resolve_model(name_or_path):
     weights, card = model_paths(p)
     explicit = p.suffix in (".pt", ".json") or p.exists() or os.sep in str(name_or_path)
     if explicit or (weights.exists() and str(name_or_path) not in list_pretrained()):
+        if not weights.is_file() and (p.is_file() or p.is_dir()) and p.suffix != ".json":
+            # a table, a CIF or a folder given where a model goes
+            raise ValueError(
+                f"{str(p)!r} is not a skcgcnn model file: a model is a .pt file (a state "
+                "dict) with its .json card beside it, or a bundled name (skcgcnn pretrained "
+                f"lists them), and {str(weights)!r} does not exist either")
         if not weights.is_file():
             raise FileNotFoundError(f"pretrained model file does not exist: {str(weights)!r}")
         if not card.is_file():

@@ -397,6 +397,26 @@ def test_errors_are_one_line_with_status_2(folder, tmp_path, capsys):
     assert "--log10 needs positive targets" in err
 
 
+def test_a_file_that_is_not_a_model_says_so(folder, tmp_path, capsys):
+    # seen: "error: 101" (KeyError), torch's advice to load unsafely, "does not exist: ...csv.pt"
+    root, pre = folder
+    card = pre.with_suffix(".json").read_text()
+    (tmp_path / "notes.pt").write_text("hello\n")
+    (tmp_path / "notes.json").write_text(card)
+    (tmp_path / "table.pt").write_text("id,value\nx0,1.0\n")
+    (tmp_path / "table.json").write_text(card)
+    (tmp_path / "table.csv").write_text("id,value\nx0,1.0\n")
+    for model, begins in (("notes.pt", "it begins 'hello'"), ("table.pt", "it begins 'id,value'"),
+                          ("table.csv", "table.csv.pt' does not exist either")):
+        path = str(tmp_path / model)
+        err = _error(["predict", path, str(root), "-q"], capsys)
+        assert err.startswith(f"skcgcnn predict: error: {path!r} is not a skcgcnn model file")
+        assert begins in err and "weights_only" not in err
+    err = _error(["finetune", "--pretrained", str(tmp_path / "table.csv"), str(root), "-o",
+                  str(tmp_path / "m.pt"), *FAST], capsys)
+    assert "'table.csv' is not a skcgcnn model file" in err.replace(str(tmp_path) + "/", "")
+
+
 @pytest.mark.parametrize("command", ["featurize", "train", "finetune", "predict",
                                      "pretrained", "compare"])
 def test_help_has_examples(command, capsys):
