@@ -135,14 +135,18 @@ def _read_input(path, target=None, structure_column="structure", id_column=None,
     return _Data(ids=ids, X=X, y=y, target=target, source=path)
 
 
-def _featurize(X, radius, max_num_nbr, n_jobs=None, progress=True, ids=None,
-               skip_invalid=False):
+def _featurize(X, radius, max_num_nbr, n_jobs=None, progress=True, ids=None):
     """Graphs of X (already-built graphs are passed through), with a progress bar.
 
-    Crystals with isolated atoms are named (by id) in a warning line. With
-    ``skip_invalid``, crystals that cannot be read or featurized are left out
-    and listed; returns the graphs and the positions in ``X`` of those kept.
+    Crystals with isolated atoms are named (by id) in a warning line.
     """
+    return _featurize_kept(X, radius, max_num_nbr, n_jobs, progress, ids)[0]
+
+
+def _featurize_kept(X, radius, max_num_nbr, n_jobs=None, progress=True, ids=None,
+                    skip_invalid=False):
+    """:func:`_featurize`, and the positions in ``X`` of the crystals kept: with
+    ``skip_invalid``, those that cannot be read or featurized are left out and listed."""
     from .graph import (CrystalGraphTransformer, IsolatedAtomWarning, _graph_array_or_none,
                         isolated_atoms_message)
 
@@ -162,7 +166,7 @@ def _featurize(X, radius, max_num_nbr, n_jobs=None, progress=True, ids=None,
     message = isolated_atoms_message(graphs, None if ids is None else [ids[i] for i in kept])
     if message is not None:
         _note(f"warning: {message}")
-    return (graphs, kept) if skip_invalid else graphs
+    return graphs, kept
 
 
 def _report_skipped(errors, ids, n, shown=10):
@@ -195,6 +199,7 @@ def _note(message):
 def _cmd_featurize(args):
     import joblib
 
+    _check_output(args.output, args.force, model=False)
     data = _read_input(args.input, args.target, args.structure_column, args.id_column,
                        n_jobs=args.n_jobs)
     graphs = _featurize(data.X, args.radius, args.max_num_nbr, args.n_jobs, not args.quiet,
@@ -293,11 +298,17 @@ def _estimator(args, finetune, pretrained=None):
     return cls(radius=args.radius, max_num_nbr=args.max_num_nbr, **common)
 
 
-def _check_output(path, force):
-    """Refuse, before any training, to replace a saved model unless --force."""
+def _check_output(path, force, model=True):
+    """Refuse, before any work, to replace an existing output unless --force.
+
+    The one rule of every ``-o``: a model (its weights and card), a graph file
+    or a predictions table is never replaced silently.
+    """
+    from pathlib import Path
+
     from .pretrained import model_paths
 
-    for existing in model_paths(path):
+    for existing in model_paths(path) if model else [Path(path)]:
         if existing.exists() and not force:
             raise FileExistsError(f"{str(existing)!r} exists; pass --force to replace it, or "
                                   "choose another -o")
@@ -421,6 +432,8 @@ def _cmd_predict(args):
     from .ensemble import is_saved_ensemble, load_ensemble
     from .pretrained import load_estimator
 
+    if args.output is not None:
+        _check_output(args.output, args.force, model=False)
     _set_threads(args)
     ensemble = is_saved_ensemble(args.model)
     est = load_ensemble(args.model) if ensemble else load_estimator(
@@ -428,8 +441,8 @@ def _cmd_predict(args):
     member = est.estimators_[0] if ensemble else est
     data = _read_input(args.input, None, args.structure_column, args.id_column,
                        n_jobs=args.n_jobs)
-    graphs, kept = _featurize(data.X, member.radius, member.max_num_nbr, args.n_jobs,
-                              not args.quiet, ids=data.ids, skip_invalid=args.skip_invalid)
+    graphs, kept = _featurize_kept(data.X, member.radius, member.max_num_nbr, args.n_jobs,
+                                   not args.quiet, ids=data.ids, skip_invalid=args.skip_invalid)
     if len(kept) < len(data.ids):
         data.ids = [data.ids[i] for i in kept]
         data.y = None if data.y is None else data.y[kept]
@@ -755,6 +768,8 @@ def build_parser():
          "table.csv --target band_gap -o graphs.joblib --n-jobs 4"], _cmd_featurize)
     _add_input(p)
     p.add_argument("-o", "--output", required=True, metavar="GRAPHS.joblib")
+    p.add_argument("--force", action="store_true",
+                   help="replace the graph file if it exists (default: refuse)")
     _add_graph_options(p)
 
     p = _subcommand(
@@ -840,6 +855,8 @@ def build_parser():
     _add_input(p, target=False)
     p.add_argument("-o", "--output", metavar="PREDICTIONS.csv",
                    help="CSV file to write (default: standard output)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the CSV file if it exists (default: refuse, as for models)")
     _add_runtime(p)
     p.add_argument("--skip-invalid", action="store_true",
                    help="leave out, and list on standard error, the crystals that cannot be "

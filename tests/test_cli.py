@@ -143,6 +143,24 @@ def test_output_keeps_its_suffix_and_is_never_replaced_silently(folder, tmp_path
     assert "--force" in card["training_command"]
 
 
+def test_predict_and_featurize_never_replace_an_output_silently(folder, finetuned, tmp_path,
+                                                               capsys):
+    # predict -o replaced an existing CSV silently, while models refuse: one rule, --force
+    root, _ = folder
+    out, graphs = tmp_path / "p.csv", tmp_path / "g.joblib"
+    out.write_text("precious\n")
+    graphs.write_text("precious\n")
+    err = _error(["predict", str(finetuned), str(root), "-o", str(out), "-q"], capsys)
+    assert f"{str(out)!r} exists; pass --force to replace it" in err
+    err = _error(["featurize", str(root), "-o", str(graphs), "-q"], capsys)
+    assert f"{str(graphs)!r} exists; pass --force to replace it" in err
+    assert out.read_text() == graphs.read_text() == "precious\n"
+    assert main(["predict", str(finetuned), str(root), "-o", str(out), "-q", "--force"]) == 0
+    assert pd.read_csv(out).columns.tolist() == ["id", "prediction"]
+    assert main(["featurize", str(root), "-o", str(graphs), "-q", "--force"]) == 0
+    assert len(joblib.load(graphs)["graphs"]) == 16
+
+
 def test_predict_a_plain_folder_of_cifs_and_a_header_line(folder, finetuned, tmp_path, capsys):
     root, _ = folder
     plain = tmp_path / "plain"
@@ -463,7 +481,8 @@ def test_finetune_ensemble_then_predict_with_std_and_bounds(folder, tmp_path):
     mean, std = ens.predict(paths, return_std=True)
     np.testing.assert_allclose(table.prediction, mean, rtol=1e-9)
     np.testing.assert_allclose(table["std"], std, rtol=1e-9)
-    main(["predict", str(model), str(root), "-o", str(out), "-q", "--confidence-level", "0.5"])
+    main(["predict", str(model), str(root), "-o", str(out), "-q", "--confidence-level", "0.5",
+          "--force"])
     narrow = pd.read_csv(out)
     assert (narrow.upper_50 - narrow.lower_50 < table.upper_90 - table.lower_90).all()
 
