@@ -93,13 +93,9 @@ def _read_input(path, target=None, structure_column="structure", id_column=None,
         ids = [os.path.splitext(os.path.basename(f))[0] for f in X]
         target = target or "target"
     elif os.path.isdir(path):
-        ids, X, y = load_cgcnn_folder(path)
+        ids, X, y = load_cgcnn_folder(path)  # names the CIF files that do not exist
         if not ids:
             raise ValueError(f"{os.path.join(path, 'id_prop.csv')!r} lists no crystals")
-        missing = [p for p in X if not os.path.isfile(p)]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} CIF file(s) listed in id_prop.csv do not "
-                                    f"exist, the first {missing[0]!r}")
         target = target or "target"
     elif path.lower().endswith(".joblib"):
         import joblib

@@ -102,6 +102,14 @@ def load_cgcnn_folder(root):
         :class:`~skcgcnn.CrystalGraphTransformer`).
     y : ndarray of shape (n_crystals,)
         Targets as written in ``id_prop.csv`` (NaN where a row has no target).
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``id_prop.csv``, or ids whose ``<id>.cif`` does not exist (all
+        such ids are named, the first ten shown).
+    ValueError
+        A target that is not a number (the line is named).
     """
     root = os.fspath(root)
     table = os.path.join(root, "id_prop.csv")
@@ -121,6 +129,13 @@ def load_cgcnn_folder(root):
                              f"{row[1]!r}; id_prop.csv holds rows 'id,target' (one header "
                              "line at the top is skipped)") from None
     paths = [os.path.join(root, f"{i}.cif") for i in ids]
+    missing = [i for i, p in zip(ids, paths) if not os.path.isfile(p)]
+    if missing:
+        shown = ", ".join(map(repr, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(ids)} crystal(s) listed in {table!r} have no CIF file "
+            f"(<id>.cif in the same folder), the first {paths[ids.index(missing[0])]!r}; "
+            f"ids: {shown}")
     return ids, paths, np.asarray(y, dtype=float)
 
 

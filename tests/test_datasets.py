@@ -101,6 +101,18 @@ def test_load_table_json(tmp_path):
     assert frame.structure.iloc[1].composition.reduced_formula == "Al"
 
 
+def test_cgcnn_folder_fails_at_load_naming_the_missing_cifs(tmp_path):
+    # entries for CIFs that do not exist were returned, and failed only at fit
+    AseAtomsAdaptor.get_structure(bulk("Cu")).to(filename=str(tmp_path / "here.cif"))
+    rows = ["here,1.0"] + [f"gone{i},2.0" for i in range(12)]
+    (tmp_path / "id_prop.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(FileNotFoundError) as info:
+        load_cgcnn_folder(tmp_path)
+    message = str(info.value)
+    assert "12 of the 13 crystal(s)" in message and "gone0.cif" in message
+    assert "'gone9' ..." in message and "'gone10'" not in message and "'here'" not in message
+
+
 def test_cgcnn_folder_bad_target_names_the_line(tmp_path):
     (tmp_path / "id_prop.csv").write_text("a,1.0\nb,oops\n")
     with pytest.raises(ValueError, match="line 2 of .*id_prop.csv.*'oops'"):
@@ -109,6 +121,8 @@ def test_cgcnn_folder_bad_target_names_the_line(tmp_path):
 
 @pytest.mark.parametrize("header", ["id,band_gap", "material_id,target", "id"])
 def test_cgcnn_folder_skips_a_header_line(tmp_path, header):
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.cif").write_text("")  # read at featurizing, not here
     (tmp_path / "id_prop.csv").write_text(f"{header}\na,1.0\nb,2.0\n")
     ids, paths, y = load_cgcnn_folder(tmp_path)
     assert ids == ["a", "b"] and y.tolist() == [1.0, 2.0]
@@ -118,6 +132,7 @@ def test_cgcnn_folder_skips_a_header_line(tmp_path, header):
 def test_cgcnn_folder_first_row_naming_a_cif_is_a_crystal(tmp_path):
     # an ids-only first row is a crystal, not a header, when its CIF exists
     (tmp_path / "id.cif").write_text("")
+    (tmp_path / "b.cif").write_text("")
     (tmp_path / "id_prop.csv").write_text("id\nb\n")
     ids, _, y = load_cgcnn_folder(tmp_path)
     assert ids == ["id", "b"] and np.isnan(y).all()
