@@ -59,6 +59,28 @@ def _quiet_worker_restarts():
         yield
 
 
+class _MemberSink:
+    """A skorch ``PrintLog`` sink that starts every line with ``[member i] ``, so that
+    the epoch tables of members fitted in parallel, whose lines interleave, say whose
+    line is whose. Picklable, for joblib's workers."""
+
+    def __init__(self, sink, prefix):
+        self.sink, self.prefix = sink, prefix
+
+    def __call__(self, text=""):
+        self.sink("\n".join(self.prefix + line for line in str(text).split("\n")))
+
+
+def _label_output(member, index):
+    """``member``, whose printed epoch table (when verbose) is labelled ``[member i] ``."""
+    if getattr(member, "verbose", 0) and hasattr(member, "get_default_callbacks"):
+        sink = getattr(member, "callbacks__print_log__sink", print)
+        if isinstance(sink, _MemberSink):
+            sink = sink.sink
+        member.set_params(callbacks__print_log__sink=_MemberSink(sink, f"[member {index + 1}] "))
+    return member
+
+
 def _fit_member(member, X, y, n_threads):
     """Fit one member; return it, its held-out indices and its predictions on ``X``."""
     with _threads(n_threads):
@@ -314,8 +336,8 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
             raise ValueError(f"y must be 1-D (one target per crystal), got shape {y.shape}")
         rng = check_random_state(self.random_state)
         self.seeds_ = rng.randint(np.iinfo(np.int32).max, size=self.n_estimators)
-        members = [clone(templates[i % len(templates)]).set_params(random_state=int(s))
-                   for i, s in enumerate(self.seeds_)]
+        members = [_label_output(clone(templates[i % len(templates)]).set_params(
+            random_state=int(s)), i) for i, s in enumerate(self.seeds_)]
         Xf = self._features(templates[0], X)  # each member checks that it takes these
         if len(Xf) != len(y):
             raise ValueError(f"X and y have different lengths: {len(Xf)} crystals, "

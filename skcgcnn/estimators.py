@@ -242,9 +242,10 @@ class CGCNNRegressor(NeuralNetRegressor):
             callbacks.append(("column_mae", ColumnMAE()))
         return callbacks
 
-    def _print(self, *args, **kwargs):
+    def _print(self, text):
+        """EarlyStopping's sink: the epoch table's sink (``callbacks__print_log__sink``)."""
         if self.verbose:
-            print(*args, **kwargs)
+            getattr(self, "callbacks__print_log__sink", print)(text)
 
     def _get_params_callbacks(self, deep=True):
         params = super()._get_params_callbacks(deep=deep)
