@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .graph import CrystalGraph, StructureTransformerMixin, _as_list, read_structure_file
+from .graph import (CrystalGraph, StructureTransformerMixin, _as_list, _check_n_jobs,
+                    read_structure_file)
 
 __all__ = ["MagpieFeaturizer"]
 
@@ -62,7 +62,8 @@ class MagpieFeaturizer(StructureTransformerMixin, BaseEstimator):
     (2, 132)
     """
 
-    _parameter_constraints = {"n_jobs": [Integral, None]}
+    def _check_params(self):
+        _check_n_jobs(self)
 
     def __init__(self, n_jobs=1):
         self.n_jobs = n_jobs

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-from numbers import Integral
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .data import GraphDataset, GraphLoader
-from .graph import CrystalGraph, CrystalGraphTransformer, _as_list, as_graph_array
+from .graph import (CrystalGraph, CrystalGraphTransformer, _as_list, _check_choice, _check_int,
+                    _check_n_jobs, _check_param, as_graph_array)
 from .modelfile import network_source
 
 __all__ = ["PretrainedEmbedding", "crystal_embeddings", "LAYERS"]
@@ -165,14 +164,17 @@ class PretrainedEmbedding(TransformerMixin, BaseEstimator):
     (2, 64) pooled0
     """
 
-    _parameter_constraints = {
-        "pretrained": [str, os.PathLike, BaseEstimator],
-        "layer": [StrOptions(set(LAYERS))],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "n_jobs": [Integral, None],
-        "device": [str, torch.device],
-        "conv_dtype": [StrOptions({"auto", "float32", "bfloat16"})],
-    }
+    def _check_params(self):
+        """Raise a ValueError for an invalid constructor parameter."""
+        _check_param(self, "pretrained",
+                     lambda v: isinstance(v, (str, os.PathLike, BaseEstimator)),
+                     "a bundled model's name, a path or a fitted estimator")
+        _check_choice(self, "layer", LAYERS)
+        _check_int(self, "batch_size", 1)
+        _check_n_jobs(self)
+        _check_param(self, "device", lambda v: isinstance(v, (str, torch.device)),
+                     "a torch device or its name")
+        _check_choice(self, "conv_dtype", ("auto", "float32", "bfloat16"))
 
     def __init__(self, pretrained="mp-formation-energy", layer="pooled", batch_size=64,
                  n_jobs=None, device="cpu", conv_dtype="auto"):
@@ -190,7 +192,7 @@ class PretrainedEmbedding(TransformerMixin, BaseEstimator):
         -------
         self : PretrainedEmbedding
         """
-        self._validate_params()
+        self._check_params()
         module, self.card_ = network_source(self.pretrained, self.conv_dtype)
         self.radius_ = self.card_["featurizer"]["radius"]
         self.max_num_nbr_ = self.card_["featurizer"]["max_num_nbr"]

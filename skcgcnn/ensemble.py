@@ -187,8 +187,11 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         Members fitted (and predicted) in parallel, joblib semantics
         (``-1``: all cores).
     random_state : int, RandomState or None, default=None
-        Seeds the members' seeds (``seeds_``); an int makes the ensemble
-        reproducible.
+        Seeds the members' seeds (``seeds_``). An int makes the ensemble
+        reproducible under the members' own terms (for skcgcnn networks: the
+        same machine, torch build and torch threads per member; ``n_jobs``
+        sets the threads of each parallel member, so another ``n_jobs`` can
+        give other results).
 
     Attributes
     ----------

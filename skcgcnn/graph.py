@@ -11,15 +11,14 @@ network, so a cached graph costs about 150 bytes per atom.
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 import warnings
 from dataclasses import dataclass
-from numbers import Integral, Real
 
 import numpy as np
 from joblib import Memory, Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils._param_validation import Interval
 
 from .features import MAX_Z
 
@@ -591,12 +590,58 @@ def _as_list(X, name="X"):
     return X
 
 
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_param(estimator, name, valid, expected):
+    """Raise a ValueError naming the parameter, the estimator and the value, unless
+    ``valid(value)``; ``expected`` says what the parameter must be."""
+    value = getattr(estimator, name)
+    if not valid(value):
+        raise ValueError(f"the {name!r} parameter of {type(estimator).__name__} must be "
+                         f"{expected}, got {value!r}")
+
+
+def _check_positive(estimator, name, low=0.0):
+    """A finite number greater than ``low``."""
+    _check_param(estimator, name, lambda v: _is_number(v) and np.isfinite(v) and v > low,
+                 f"a finite number greater than {low:g}")
+
+
+def _check_int(estimator, name, low, none=False):
+    """An int of at least ``low`` (or None when ``none``)."""
+    _check_param(estimator, name, lambda v: (none and v is None) or (_is_int(v) and v >= low),
+                 f"an int of at least {low}" + (" or None" if none else ""))
+
+
+def _check_choice(estimator, name, options):
+    """One of the strings ``options``."""
+    _check_param(estimator, name, lambda v: isinstance(v, str) and v in options,
+                 "one of " + ", ".join(map(repr, sorted(options))))
+
+
+def _check_n_jobs(estimator, none=True):
+    """joblib's n_jobs: an int (``-1``: all cores), or None."""
+    _check_param(estimator, "n_jobs", lambda v: (none and v is None) or _is_int(v),
+                 "an int" + (" or None" if none else ""))
+
+
 class StructureTransformerMixin(TransformerMixin):
     """Mixin of the stateless transformers of structures (graphs, SOAP vectors).
 
-    ``fit`` only validates the parameters, and the estimator tags say that ``X``
-    is a sequence of structures or file paths, not a 2-D array.
+    ``fit`` only validates the parameters (:meth:`_check_params`, plain
+    checks that raise a ValueError naming the parameter), and the estimator
+    tags say that ``X`` is a sequence of structures or file paths, not a 2-D
+    array.
     """
+
+    def _check_params(self):
+        """Raise a ValueError for an invalid constructor parameter."""
 
     def fit(self, X=None, y=None):
         """Validate the parameters; the transformer learns nothing.
@@ -609,7 +654,7 @@ class StructureTransformerMixin(TransformerMixin):
         -------
         self
         """
-        self._validate_params()
+        self._check_params()
         self.fitted_ = True
         return self
 
@@ -653,14 +698,16 @@ class CrystalGraphTransformer(StructureTransformerMixin, BaseEstimator):
     ((2,), [2, 2])
     """
 
-    _parameter_constraints = {
-        "radius": [Interval(Real, 0, None, closed="neither")],
-        "max_num_nbr": [Interval(Integral, 1, None, closed="left")],
-        "max_atoms": [Interval(Integral, 1, None, closed="left")],
-        "n_jobs": [Integral, None],
-        "memory": [str, os.PathLike, Memory, None],
-        "verbose": ["verbose"],
-    }
+    def _check_params(self):
+        _check_positive(self, "radius")
+        _check_int(self, "max_num_nbr", 1)
+        _check_int(self, "max_atoms", 1)
+        _check_n_jobs(self)
+        _check_param(self, "memory",
+                     lambda v: v is None or isinstance(v, (str, os.PathLike, Memory)),
+                     "a folder path, a joblib.Memory or None")
+        _check_param(self, "verbose", lambda v: isinstance(v, (bool, np.bool_)) or _is_int(v),
+                     "a bool or an int")
 
     def __init__(self, radius=8.0, max_num_nbr=12, max_atoms=DEFAULT_MAX_ATOMS,
                  n_jobs=None, memory=None, verbose=False):
@@ -707,7 +754,7 @@ class CrystalGraphTransformer(StructureTransformerMixin, BaseEstimator):
         The progress bar is closed either way, so that what follows starts on
         a line of its own.
         """
-        self._validate_params()
+        self._check_params()
         X = _as_list(X)
         cached = None
         if self.memory is not None:

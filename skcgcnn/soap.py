@@ -19,14 +19,14 @@ kernel, and :func:`soap_kernel` computes it for ``kernel="precomputed"``.
 
 from __future__ import annotations
 
+import numbers
 import os
-from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
 
-from .graph import StructureTransformerMixin, _as_list, read_structure_file
+from .graph import (StructureTransformerMixin, _as_list, _check_choice, _check_int,
+                    _check_n_jobs, _check_param, _check_positive, read_structure_file)
 
 __all__ = ["SOAPFeaturizer", "soap_kernel", "soap_kernel_ridge"]
 
@@ -92,15 +92,16 @@ class SOAPFeaturizer(StructureTransformerMixin, BaseEstimator):
     (2, 240)
     """
 
-    _parameter_constraints = {
-        "r_cut": [Interval(Real, 1.0, None, closed="neither")],
-        "n_max": [Interval(Integral, 1, None, closed="left")],
-        "l_max": [Interval(Integral, 0, None, closed="left")],
-        "sigma": [Interval(Real, 0, None, closed="neither")],
-        "compression": [StrOptions(set(COMPRESSIONS))],
-        "species": ["array-like", None],
-        "n_jobs": [Integral],
-    }
+    def _check_params(self):
+        _check_positive(self, "r_cut", low=1.0)
+        _check_int(self, "n_max", 1)
+        _check_int(self, "l_max", 0)
+        _check_positive(self, "sigma")
+        _check_choice(self, "compression", COMPRESSIONS)
+        _check_param(self, "species", lambda v: v is None or (
+            not isinstance(v, (str, bytes)) and hasattr(v, "__len__") and len(v) > 0),
+            "a sequence of atomic numbers or None")
+        _check_n_jobs(self, none=False)
 
     def __init__(self, r_cut=5.0, n_max=4, l_max=4, sigma=1.0, compression="mu1nu1",
                  species=None, n_jobs=1):
@@ -132,7 +133,7 @@ class SOAPFeaturizer(StructureTransformerMixin, BaseEstimator):
         -------
         features : ndarray of shape (n_crystals, n_features), float64
         """
-        self._validate_params()
+        self._check_params()
         atoms = [_atoms(s, i) for i, s in enumerate(_as_list(X))]
         desc = self._descriptor()
         allowed = {int(z) for z in desc.species}
@@ -166,7 +167,9 @@ def soap_kernel(A, B=None, zeta=2):
     B : array-like of shape (n_b, n_features), optional
         Second set (default: ``A``).
     zeta : float, default=2
-        Power; larger values make the kernel more local.
+        Power, positive; larger values make the kernel more local. A
+        non-integer ζ needs non-negative normalised dot products (a negative
+        number has no real non-integer power).
 
     Returns
     -------
@@ -175,20 +178,43 @@ def soap_kernel(A, B=None, zeta=2):
         ``"outer"`` are not always non-negative, so values down to -1 can
         occur for odd ζ); ones on the diagonal when ``B`` is None.
 
+    Raises
+    ------
+    ValueError
+        ``zeta`` not a positive number; feature lengths that differ; or a
+        non-integer ``zeta`` with a negative normalised dot product (the
+        message names the first pair), which would otherwise give NaN.
+
     Examples
     --------
     >>> import numpy as np
     >>> from skcgcnn.soap import soap_kernel
     >>> soap_kernel(np.array([[1.0, 0.0], [1.0, 1.0]]), zeta=2).round(3).tolist()
     [[1.0, 0.5], [0.5, 1.0]]
+    >>> soap_kernel(np.array([[1.0, 0.0], [-1.0, 1.0]]), zeta=1.5)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: zeta=1.5 is not an integer, but 2 normalised dot product(s) are negative ...
     """
     from sklearn.preprocessing import normalize
 
+    if isinstance(zeta, bool) or not isinstance(zeta, numbers.Real) or not zeta > 0:
+        raise ValueError(f"zeta must be a positive number, got {zeta!r}")
     A = normalize(np.asarray(A, dtype=np.float64))
     B = A if B is None else normalize(np.asarray(B, dtype=np.float64))
     if A.shape[1] != B.shape[1]:
         raise ValueError(f"A and B have different feature lengths: {A.shape[1]} and {B.shape[1]}")
-    return np.clip(A @ B.T, -1.0, 1.0) ** zeta
+    K = np.clip(A @ B.T, -1.0, 1.0)
+    if float(zeta).is_integer():
+        return K ** int(zeta)
+    negative = K < 0
+    if negative.any():
+        i, j = np.argwhere(negative)[0]
+        raise ValueError(
+            f"zeta={zeta} is not an integer, but {int(negative.sum())} normalised dot "
+            f"product(s) are negative (the first {K[i, j]:.3g}, of A[{i}] and B[{j}]), and a "
+            "negative number has no real non-integer power; use an integer zeta")
+    return K ** zeta
 
 
 def soap_kernel_ridge(alpha=1e-3, zeta=2, **soap_params):
@@ -227,6 +253,9 @@ def soap_kernel_ridge(alpha=1e-3, zeta=2, **soap_params):
     >>> model.predict(X[:2]).shape
     (2,)
     """
+    if isinstance(zeta, bool) or not isinstance(zeta, numbers.Integral) or zeta < 1:
+        raise ValueError(f"zeta must be a positive int (KernelRidge's polynomial degree gives "
+                         f"NaN for a non-integer power of a negative dot product), got {zeta!r}")
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.kernel_ridge import KernelRidge
     from sklearn.pipeline import make_pipeline

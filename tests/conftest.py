@@ -26,6 +26,23 @@ def tiny():
 
 
 
+def check_param_validation(name, estimator):
+    """Every constructor parameter set to an object of a type no parameter takes makes
+    ``fit`` raise a ValueError naming the parameter and the estimator.
+
+    scikit-learn's own ``check_param_validation`` reads the private
+    ``_parameter_constraints`` of its internal validation, which skcgcnn does not use
+    (plain checks in ``fit``); this is the same check on the behaviour.
+    """
+    from sklearn.base import clone
+
+    bad = type("BadType", (), {})()
+    for param in estimator.get_params(deep=False):
+        broken = clone(estimator).set_params(**{param: bad})
+        with pytest.raises(ValueError, match=f"the {param!r} parameter of {name} must be "):
+            broken.fit()
+
+
 #: scikit-learn's API checks that hold for estimators of structures (fit on numbers,
 #: which these estimators ignore or only validate). A test that takes ``sklearn_check``
 #: runs once per check, and per check in its module's ``EXTRA_SKLEARN_CHECKS``.
@@ -40,7 +57,7 @@ SKLEARN_API_CHECKS = [
     ec.check_mixin_order,
     ec.check_valid_tag_types,
     ec.check_estimator_tags_renamed,
-    ec.check_param_validation,
+    check_param_validation,
     ec.check_estimators_overwrite_params,
     ec.check_dont_overwrite_parameters,
     ec.check_estimators_fit_returns_self,

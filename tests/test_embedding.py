@@ -97,6 +97,14 @@ def test_unknown_model_and_mismatched_featurizer():
             emb.transform(graphs)
     with pytest.raises(ValueError, match="layer"):
         PretrainedEmbedding(NAME, layer="conv2").fit()
+    for params, expected in ((dict(batch_size=0), "an int of at least 1"),
+                             (dict(conv_dtype="float16"), "one of 'auto', 'bfloat16', 'float32'"),
+                             (dict(pretrained=3), "a bundled model's name, a path or a fitted"),
+                             (dict(device=0), "a torch device or its name")):
+        (name, value), = params.items()
+        with pytest.raises(ValueError, match=f"the '{name}' parameter of PretrainedEmbedding "
+                                             f"must be {expected}.*, got {value!r}"):
+            PretrainedEmbedding(**{"pretrained": NAME, **params}).fit()
     with pytest.raises(ValueError, match="not fitted"):
         PretrainedEmbedding(CGCNNRegressor()).fit()
     with pytest.raises(ValueError, match="empty"):

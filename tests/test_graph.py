@@ -408,8 +408,38 @@ def test_empty_structure_raises():
 @pytest.mark.parametrize("params", [dict(radius=0.0), dict(radius=-1.0),
                                     dict(max_num_nbr=0), dict(max_atoms=0)])
 def test_invalid_parameters_raise_on_transform(params):
-    with pytest.raises(ValueError):
+    name = next(iter(params))
+    with pytest.raises(ValueError, match=f"the '{name}' parameter of CrystalGraphTransformer"):
         CrystalGraphTransformer(**params).transform([bulk("Cu")])
+
+
+@pytest.mark.parametrize("params, expected", [
+    (dict(radius=float("nan")), "a finite number greater than 0"),
+    (dict(radius="8"), "a finite number greater than 0"),
+    (dict(max_num_nbr=2.5), "an int of at least 1"),
+    (dict(max_num_nbr=True), "an int of at least 1"),
+    (dict(n_jobs="2"), "an int or None"),
+    (dict(memory=3), "a folder path, a joblib.Memory or None"),
+    (dict(verbose="yes"), "a bool or an int")])
+def test_invalid_parameters_are_plain_value_errors(params, expected):
+    (name, value), = params.items()
+    with pytest.raises(ValueError) as info:
+        CrystalGraphTransformer(**params).fit()
+    assert str(info.value) == (f"the {name!r} parameter of CrystalGraphTransformer must be "
+                               f"{expected}, got {value!r}")
+
+
+def test_no_private_scikit_learn_validation_is_imported():
+    # sklearn.utils._param_validation is private: it may change in any release
+    import inspect
+
+    import skcgcnn.composition
+    import skcgcnn.embedding
+    import skcgcnn.soap
+
+    for module in (graph_module, skcgcnn.embedding, skcgcnn.soap, skcgcnn.composition):
+        source = inspect.getsource(module)
+        assert "_param_validation" not in source and "_validate_params" not in source, module
 
 
 # ------------------------------------------------------------ chunked neighbour search

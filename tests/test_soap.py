@@ -80,3 +80,35 @@ def test_kernel_ridge_pipeline_equals_precomputed_kernel(vectors):
     assert search.best_estimator_.predict(X[:2]).shape == (2,)
     again = pickle.loads(pickle.dumps(clone(model).fit(X, y)))
     np.testing.assert_allclose(again.predict(X[:3]), clone(model).fit(X, y).predict(X[:3]))
+
+
+def test_non_integer_zeta_refuses_negative_dot_products_instead_of_nan():
+    # a negative base to a float power gave NaN silently
+    A = np.array([[1.0, 0.0], [-1.0, 0.5], [0.2, 1.0]])
+    with pytest.raises(ValueError, match=r"zeta=1.5 is not an integer, but 2 normalised dot "
+                                         r"product\(s\) are negative \(the first -0.894, of "
+                                         r"A\[0\] and B\[1\]\)"):
+        soap_kernel(A, zeta=1.5)
+    # integer powers keep their sign, as KernelRidge's polynomial kernel does
+    K = soap_kernel(A, zeta=3)
+    assert np.isfinite(K).all() and K[0, 1] < 0
+    np.testing.assert_allclose(K, soap_kernel(A, zeta=3.0))
+    # non-negative vectors (the usual power spectra) take any positive zeta
+    P = np.abs(A)
+    K = soap_kernel(P, zeta=1.5)
+    assert np.isfinite(K).all()
+    np.testing.assert_allclose(K, soap_kernel(P, zeta=1) ** 1.5)
+    for zeta in (0, -1.0, float("nan"), True, "2"):
+        with pytest.raises(ValueError, match="zeta must be a positive number"):
+            soap_kernel(P, zeta=zeta)
+    with pytest.raises(ValueError, match="zeta must be a positive int"):
+        soap_kernel_ridge(zeta=1.5)
+
+
+@pytest.mark.parametrize("params, name", [
+    (dict(r_cut=0.5), "r_cut"), (dict(n_max=0), "n_max"), (dict(l_max=-1), "l_max"),
+    (dict(sigma=0.0), "sigma"), (dict(compression="mu3"), "compression"),
+    (dict(species="Cu"), "species"), (dict(n_jobs=None), "n_jobs")])
+def test_invalid_parameters_name_themselves(params, name):
+    with pytest.raises(ValueError, match=f"the '{name}' parameter of SOAPFeaturizer must be"):
+        SOAPFeaturizer(**params).fit()
