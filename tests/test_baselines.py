@@ -1,6 +1,7 @@
 """Tests of skcgcnn.baselines: the protocol's classical models, shared by compare and paper.py."""
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +35,26 @@ def test_magpie_of_graphs_equals_magpie_of_structures(tiny):
                                   MagpieFeaturizer().transform(atoms))
 
 
-def test_baselines_learn_from_magpie_descriptors(tiny):
-    atoms, _, y = tiny
-    X = MagpieFeaturizer().transform(atoms)
-    for name, model in baseline_models(cv=3, n_samples=len(y)).items():
-        mae = np.abs(model.fit(X, y).predict(X).ravel() - y).mean()
-        assert mae < 0.5 * np.abs(y - y.mean()).mean(), name
+def test_baselines_predict_held_out_crystals_better_than_the_mean():
+    # scored on crystals they were not fitted on, against the mean predictor's MAE
+    # (the test used to score on the training crystals)
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skcgcnn.datasets import load_mp_elasticity
+
+    frame = load_mp_elasticity()
+    rows = np.random.RandomState(0).permutation(len(frame))[:150]
+    X = MagpieFeaturizer().transform(list(frame.structure.iloc[rows]))
+    y = np.log10(frame.K_VRH.to_numpy()[rows])  # log10 GPa
+    fit, test = slice(0, 110), slice(110, None)
+    mean_mae = np.abs(y[test] - y[fit].mean()).mean()
+    for name, model in baseline_models(cv=3, n_samples=110).items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X[fit], y[fit])
+        mae = np.abs(model.predict(X[test]).ravel() - y[test]).mean()
+        # measured: 0.37 to 0.45 of the mean predictor's error on 180/60 such crystals
+        assert mae < 0.7 * mean_mae, (name, mae, mean_mae)
 
 
 def test_paper_benchmark_uses_these_baselines():
