@@ -112,15 +112,14 @@ class CGCNNRegressor(NeuralNetRegressor):
         Seeds weight initialisation, shuffling and the validation split; the
         global torch random state is left untouched. What an int guarantees:
         two fits on the same data give bit-identical predictions on the same
-        machine (same CPU, so the same ``conv_dtype="auto"`` precision), with
+        machine (same CPU, hence the same ``conv_dtype="auto"`` precision), with
         the same number of torch threads (``torch.get_num_threads()``; the
         CLI's ``--threads``) and the same torch and skcgcnn versions. Another
-        thread count splits the matrix products' sums differently: the results
-        differ in the last bits at first (a validation loss of 0.2672533 with
-        1 thread against 0.2672532 with 2 after 15 epochs on 300 crystals),
-        and over a long fit by more (27.4 against 26.2 GPa validation MAE in
-        one fine-tuning), as they do on another CPU, another torch build or a
-        GPU (see the user guide, "Reproducibility").
+        thread count sums the matrix products in another order: a default
+        fine-tune of 625 K_VRH crystals with 2 threads instead of 1 moved its
+        predictions by up to 6e-6 log10 GPa in float32, but by up to 0.15 in
+        bfloat16 (``docs/results/thread_reproducibility.json``); so do another
+        CPU, torch build or a GPU (user guide, "Reproducibility").
     device : str, default="cpu"
         Torch device, e.g. ``"cuda"``.
     verbose : int, default=0
