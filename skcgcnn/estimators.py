@@ -18,6 +18,7 @@ from .data import GraphDataset, GraphLoader
 from .embedding import crystal_embeddings
 from .graph import CrystalGraphTransformer, _as_list, _graph_array_or_none
 from .model import CGCNN, resolve_conv_dtype
+from .modelfile import network_source
 from .target import TARGET_NORMALIZATIONS, denormalize, fit_target_stats, normalize
 
 __all__ = ["CGCNNRegressor", "TransferCGCNNRegressor"]
@@ -526,21 +527,8 @@ class TransferCGCNNRegressor(CGCNNRegressor):
                          **kwargs)
 
     def _source(self):
-        """The pretrained module and its card."""
-        from .pretrained import load_pretrained
-
-        src = self.pretrained
-        if isinstance(src, CGCNNRegressor):
-            if not getattr(src, "initialized_", False) or not hasattr(src, "module_"):
-                raise ValueError(
-                    "pretrained estimator is not fitted (clone() and GridSearchCV refit "
-                    "estimators passed as parameters: save it with "
-                    "skcgcnn.pretrained.save_pretrained and pass the path instead)")
-            radius, max_num_nbr = src._featurizer_settings()
-            card = {"name": type(src).__name__, "architecture": dict(src.module_.hparams),
-                    "featurizer": {"radius": radius, "max_num_nbr": max_num_nbr}}
-            return src.module_, card
-        return load_pretrained(src)
+        """The pretrained module (a copy) and its card."""
+        return network_source(self.pretrained)
 
     def _card(self):
         """The card of ``pretrained``, read again after ``set_params(pretrained=...)``."""
