@@ -573,7 +573,7 @@ class TransferCGCNNRegressor(TransferMixin, CGCNNRegressor):
     the learning rate going from 0.01 to zero along a half cosine, instead of
     the paper's 500 epochs of 256 at 0.005 decayed at epoch 100. On the
     500-K_VRH protocol's 10 trials (625 crystals) a fit took 11 CPU seconds on
-    one core in float32, against 50 for the protocol's 150 epochs of 64, at
+    one core in float32, against 37 to 45 for the protocol's 150 epochs of 64, at
     the same test MAE (0.0733 log10 GPa against the protocol's 0.0727, paired
     t-test p = 0.69; docs/performance.md, "Fine-tuning"). The user guide's
     estimators page

@@ -123,7 +123,7 @@ def test_card_records_training(tmp_path):
     assert card["valid_mae_normalized"] == pytest.approx(min(losses))
     assert card["hyperparameters"] == {
         "lr": 0.01, "max_epochs": 4, "batch_size": 4, "momentum": 0.9, "weight_decay": 0.0,
-        "lr_decay_epoch": 2, "lr_decay": 0.1, "validation_fraction": 0.2,
+        "lr_schedule": "step", "lr_decay_epoch": 2, "lr_decay": 0.1, "validation_fraction": 0.2,
         "n_iter_no_change": None, "conv_dtype": "auto", "random_state": 0, "optimizer": "SGD"}
     assert training_card(model) == {k: card[k] for k in training_card(model)}
 
