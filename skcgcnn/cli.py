@@ -302,9 +302,13 @@ def _check_output(path, force, model=True):
     """
     from pathlib import Path
 
-    from .pretrained import model_paths
+    if model:
+        from .modelfile import model_paths
 
-    for existing in model_paths(path) if model else [Path(path)]:
+        paths = model_paths(path)
+    else:  # a graph file or a table: no torch to import
+        paths = [Path(path)]
+    for existing in paths:
         if existing.exists() and not force:
             raise FileExistsError(f"{str(existing)!r} exists; pass --force to replace it, or "
                                   "choose another -o")
