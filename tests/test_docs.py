@@ -36,7 +36,10 @@ def html(tmp_path_factory):
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     out = tmp / "html"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "agg"}
+           "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "agg",
+           # the skcgcnn of this checkout, not another one installed in editable mode
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                      os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html",
          str(tmp / "docs"), str(out)],
