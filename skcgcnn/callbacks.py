@@ -20,17 +20,45 @@ __all__ = ["AtomicCheckpoint", "ColumnMAE", "CosineLR", "ReleaseMemory", "SavePr
 
 
 class AtomicCheckpoint(Callback):
-    """Save parameters, optimizer state and history after every epoch, atomically.
+    """Save everything that decides the rest of a run after every epoch, atomically.
 
     Unlike skorch's ``Checkpoint`` it never writes into the working directory
     by default, never leaves a half-written file (temporary file, then
     rename), and resumes: when ``dirname`` holds a checkpoint and the net has
-    no history yet, training begins from it.
+    no history yet, training begins from it, and goes on as the run would
+    have gone on without the interruption. Restored at the start of training:
+
+    - the parameters, the optimizer's state (its moments and learning rates)
+      and the history, so that a schedule that reads the epoch from the
+      history (:class:`CosineLR`) continues its curve;
+    - the best score of every scoring callback (skorch's ``valid_loss``
+      included), so that ``valid_loss_best`` compares with the best epoch so
+      far, not with infinity;
+    - the state of every ``EarlyStopping``: its best score and epoch, the
+      epochs without improvement counted against its patience, and the best
+      epoch's weights that ``load_best`` restores at the end;
+    - torch's and numpy's global random states as they were at the end of
+      the checkpointed epoch, so that the next epoch shuffles (and drops out)
+      as it would have; this wins over the seeding of ``random_state`` in
+      :meth:`~skcgcnn.CGCNNRegressor.fit` (whose ``random_state`` keeps both
+      generators private to the fit; with ``random_state=None`` the global
+      generators carry on from the checkpoint's).
+
+    A resumed run trains ``max_epochs`` more epochs and a torch scheduler of
+    skorch's ``LRScheduler`` starts counting again: to finish a run of a
+    fixed length, pass what is left (:func:`~skcgcnn.pretraining.pretrain`
+    does, and moves a step decay accordingly). On a GPU the shuffling follows
+    (it draws from the CPU generator), but CUDA kernels are not bit-for-bit
+    reproducible, so neither is a resumed run there.
 
     Parameters
     ----------
     dirname : str or path-like
-        Folder of ``params.pt``, ``optimizer.pt`` and ``history.json``.
+        Folder of ``params.pt``, ``optimizer.pt``, ``state.pt`` (random
+        states and early-stopping epochs), ``best-<name>-<epoch>.pt`` (the
+        best weights of each ``EarlyStopping`` with ``load_best``) and
+        ``history.json`` (written last: an epoch is checkpointed once it is
+        there).
     resume : bool, default=True
         Load an existing checkpoint at the start of training.
 
@@ -51,18 +79,105 @@ class AtomicCheckpoint(Callback):
 
     def on_train_begin(self, net, **kwargs):
         if self.resume and not len(net.history) and os.path.isfile(self._path("history.json")):
-            net.module_.load_state_dict(load_state_dict(self._path("params.pt")))
-            net.optimizer_.load_state_dict(
-                __import__("torch").load(self._path("optimizer.pt"), weights_only=True))
+            import torch
             from skorch.history import History
 
+            net.module_.load_state_dict(load_state_dict(self._path("params.pt")))
+            net.optimizer_.load_state_dict(torch.load(self._path("optimizer.pt"),
+                                                      weights_only=True))
             with open(self._path("history.json")) as f:
                 net.history_ = History(json.load(f))
+            state = (load_state_dict(self._path("state.pt"))
+                     if os.path.isfile(self._path("state.pt")) else {})
+            _restore_scores(net)
+            for name, cb in _early_stoppings(net):
+                _replay_early_stopping(cb, net.history)
+                best = self._path(f"best-{name}-{cb.best_epoch_}.pt")
+                if getattr(cb, "load_best", False) and os.path.isfile(best):
+                    cb.best_model_weights_ = load_state_dict(best)
+            if state:  # checkpoints of older versions hold no random state
+                _set_random_state(state)
 
     def on_epoch_end(self, net, **kwargs):
+        epoch = net.history[-1, "epoch"]
+        best_files = []
+        for name, cb in _early_stoppings(net):
+            if getattr(cb, "load_best", False) and getattr(cb, "best_epoch_", None) == epoch:
+                best_files.append((name, self._path(f"best-{name}-{epoch}.pt")))
+                save_state_dict(net.module_.state_dict(), best_files[-1][1])
         save_state_dict(net.module_.state_dict(), self._path("params.pt"))
         save_state_dict(net.optimizer_.state_dict(), self._path("optimizer.pt"))
+        save_state_dict(_random_state(), self._path("state.pt"))
         atomic_write_bytes(self._path("history.json"), json.dumps(net.history.to_list()).encode())
+        for name, kept in best_files:  # the epoch is committed: older best weights can go
+            prefix = f"best-{name}-"
+            for old in os.listdir(os.fspath(self.dirname)):
+                if old.startswith(prefix) and old.endswith(".pt") and self._path(old) != kept:
+                    os.remove(self._path(old))
+
+
+def _random_state():
+    """torch's and numpy's global random states as a dict of tensors."""
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    if kind != "MT19937":  # numpy's legacy global generator is always MT19937
+        raise ValueError(f"numpy's global generator is {kind}, expected MT19937")
+    return {"torch": torch.get_rng_state(),
+            "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+            "numpy_pos": torch.tensor(int(pos)), "numpy_has_gauss": torch.tensor(int(has_gauss)),
+            "numpy_cached_gaussian": torch.tensor(float(cached), dtype=torch.float64)}
+
+
+def _set_random_state(state):
+    """Set torch's and numpy's global random states from :func:`_random_state`'s dict."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32),
+                         int(state["numpy_pos"]), int(state["numpy_has_gauss"]),
+                         float(state["numpy_cached_gaussian"])))
+
+
+def _restore_scores(net):
+    """Give scoring callbacks (``valid_loss``, ...) the best score of the restored history.
+
+    skorch's ``BatchScoring``/``EpochScoring`` read it from the history at
+    ``on_train_begin``, which runs before the history is restored;
+    ``PassthroughScoring`` (``train_loss``, ``valid_loss``) never does.
+    """
+    for _, cb in net.callbacks_:
+        if not hasattr(cb, "best_score_") or getattr(cb, "lower_is_better", None) is None:
+            continue
+        name = getattr(cb, "name_", None) or getattr(cb, "name", None)
+        best = [row[name] for row in net.history if row.get(f"{name}_best") and name in row]
+        if best:  # the last epoch marked best holds the best score
+            cb.best_score_ = best[-1]
+
+
+def _early_stoppings(net):
+    """(name, callback) of the net's ``EarlyStopping`` callbacks."""
+    from skorch.callbacks import EarlyStopping
+
+    return [(name, cb) for name, cb in net.callbacks_ if isinstance(cb, EarlyStopping)]
+
+
+def _replay_early_stopping(cb, history):
+    """Bring an ``EarlyStopping`` to the state it had after the epochs of ``history``.
+
+    Its own rule, epoch by epoch: an improvement beyond the threshold resets
+    the misses and moves the best epoch, anything else counts a miss.
+    """
+    cb.misses_, cb.best_epoch_ = 0, 0
+    cb.dynamic_threshold_ = np.inf if cb.lower_is_better else -np.inf
+    for row in history:
+        if cb.monitor not in row:
+            continue
+        if cb._is_score_improved(row[cb.monitor]):
+            cb.misses_, cb.best_epoch_ = 0, row["epoch"]
+            cb.dynamic_threshold_ = cb._calc_new_threshold(row[cb.monitor])
+        else:
+            cb.misses_ += 1
 
 
 class SavePretrained(Callback):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import warnings
 
 import numpy as np
@@ -232,7 +233,8 @@ class CGCNNRegressor(NeuralNetRegressor):
                 policy=torch.optim.lr_scheduler.MultiStepLR,
                 milestones=[int(self.lr_decay_epoch)], gamma=self.lr_decay)))
         if self.validation_fraction:
-            patience = self.n_iter_no_change or self.max_epochs + 1
+            # None: never stop (not max_epochs + 1, which a resumed run's misses can reach)
+            patience = self.n_iter_no_change or math.inf
             callbacks.append(("best_epoch", EarlyStopping(
                 monitor="valid_loss", patience=patience, threshold=0.0,
                 threshold_mode="abs", load_best=True, sink=self._print)))
@@ -266,14 +268,20 @@ class CGCNNRegressor(NeuralNetRegressor):
 
     @contextlib.contextmanager
     def _seeded(self, seed):
-        """Run a block with torch seeded by ``seed``; restore the global RNG after."""
+        """Run a block with torch seeded by ``seed``; restore torch's and numpy's global
+        random states after (a resumed :class:`~skcgcnn.callbacks.AtomicCheckpoint`
+        sets both)."""
         if seed is None:
             yield
             return
         devices = [torch.cuda.current_device()] if str(self.device).startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
+        numpy_state = np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                yield
+        finally:
+            np.random.set_state(numpy_state)
 
     # ------------------------------------------------------------------- data
     def _featurizer_settings(self):

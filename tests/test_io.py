@@ -192,7 +192,8 @@ def _data():
 def test_atomic_checkpoint_writes_files(tmp_path):
     dirname = tmp_path / "ckpt"
     net = _net(dirname, 2).fit(*_data())
-    assert sorted(os.listdir(dirname)) == ["history.json", "optimizer.pt", "params.pt"]
+    assert sorted(os.listdir(dirname)) == ["history.json", "optimizer.pt", "params.pt", "state.pt"]
+    assert torch.equal(load_state_dict(dirname / "state.pt")["torch"], torch.get_rng_state())
     params = load_state_dict(dirname / "params.pt")
     for k, v in net.module_.state_dict().items():
         torch.testing.assert_close(params[k], v)
