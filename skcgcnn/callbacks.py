@@ -9,6 +9,7 @@ import json
 import math
 import os
 import sys
+import threading
 
 import numpy as np
 from skorch.callbacks import Callback
@@ -346,16 +347,53 @@ def _mallopt():
 
 #: mallopt's parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: glibc's initial M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (mallopt(3)): 128 KiB each
+GLIBC_DEFAULT_THRESHOLD = 128 * 1024
+
+_malloc_lock = threading.Lock()
+_malloc_holds = 0  # trainings (threads) that hold freed memory now
 
 
 def _keep_freed_memory(mib):
     """Have glibc serve blocks up to ``mib`` MiB from its heap and keep up to
-    ``mib`` MiB of freed memory there (where the C library is glibc)."""
+    ``mib`` MiB of freed memory there, until :func:`_give_back_freed_memory`.
+
+    Counted: with several trainings at once (threads), the first sets glibc's
+    thresholds and the last one to finish restores them. Returns whether the
+    setting was made (False where the C library is not glibc).
+    """
+    global _malloc_holds
     mallopt, size = _mallopt(), int(mib * 2**20)
-    if mallopt is not None:
-        # older glibc caps the mmap threshold at 32 MiB: then as much as it takes
-        mallopt(_M_MMAP_THRESHOLD, size) or mallopt(_M_MMAP_THRESHOLD, min(size, 2**25))
-        mallopt(_M_TRIM_THRESHOLD, size)
+    if mallopt is None:
+        return False
+    with _malloc_lock:
+        if not _malloc_holds:
+            # older glibc caps the mmap threshold at 32 MiB: then as much as it takes
+            mallopt(_M_MMAP_THRESHOLD, size) or mallopt(_M_MMAP_THRESHOLD, min(size, 2**25))
+            mallopt(_M_TRIM_THRESHOLD, size)
+        _malloc_holds += 1
+    return True
+
+
+def _give_back_freed_memory():
+    """Undo one :func:`_keep_freed_memory`; the last one restores glibc's thresholds.
+
+    glibc has no getter for them, so what is restored is its documented
+    initial value, 128 KiB for both (``GLIBC_DEFAULT_THRESHOLD``), and then
+    ``malloc_trim(0)`` returns the freed heap to the system. glibc's dynamic
+    mmap threshold (which rises up to 32 MiB as the process frees blocks
+    that were mmapped) stays off: any ``mallopt`` turns it off for good.
+    """
+    global _malloc_holds
+    with _malloc_lock:
+        if _malloc_holds <= 0:
+            return
+        _malloc_holds -= 1
+        if not _malloc_holds:
+            mallopt = _mallopt()
+            mallopt(_M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+            mallopt(_M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+            _malloc_trim()(0)
 
 
 #: Environment variables of oneDNN's primitive cache and of ideep's (PyTorch's
@@ -376,10 +414,22 @@ def limit_onednn_caches(capacity=16):
     small fine-tune ran about 5 % slower, as kernels of recurring shapes are
     compiled again (``docs/performance.md``). float32 does not use these caches.
 
-    The capacities are read once per process, at its first oneDNN operation,
-    so call this before any training or prediction (``skcgcnn pretrain`` and
-    :func:`~skcgcnn.pretraining.pretrain` do, and the estimators' ``fit`` on
-    10,000 crystals or more); values already in the environment are kept.
+    It sets the environment variables ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` and
+    ``LRU_CACHE_CAPACITY`` that are not set yet (values already in the
+    environment are kept). Used in a ``with`` statement, it removes the ones
+    it set when the block ends, so that neither the process nor the workers
+    it starts later inherit them: :func:`~skcgcnn.pretraining.pretrain`,
+    ``skcgcnn pretrain`` and the estimators' ``fit`` on 10,000 crystals or
+    more do so around training. Called alone, they stay for the rest of the
+    process.
+
+    What is guaranteed: the environment after the ``with`` block is as before
+    it. What is not: oneDNN and ideep read the capacities once per process,
+    at the first oneDNN operation. If that operation runs inside the block
+    (as in a fresh process whose first work is that training), the bound
+    holds for the rest of the process even after the variables are gone; if
+    an earlier operation (a bfloat16 fit or prediction before) already read
+    them, this changes nothing until the process ends.
 
     Parameters
     ----------
@@ -389,17 +439,46 @@ def limit_onednn_caches(capacity=16):
     Returns
     -------
     capacities : dict
-        The environment variables and the values in force.
+        The environment variables and the values in force; also a context
+        manager that removes the variables it set on exit.
 
     Examples
     --------
+    >>> import os
     >>> from skcgcnn.callbacks import limit_onednn_caches
-    >>> sorted(limit_onednn_caches())
+    >>> with limit_onednn_caches() as capacities:
+    ...     sorted(capacities)  # train here
     ['LRU_CACHE_CAPACITY', 'ONEDNN_PRIMITIVE_CACHE_CAPACITY']
+    >>> "ONEDNN_PRIMITIVE_CACHE_CAPACITY" in os.environ  # unless it was set before
+    False
     """
     if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
         raise ValueError(f"capacity must be a positive int; got {capacity!r}")
-    return {k: os.environ.setdefault(k, str(capacity)) for k in ONEDNN_CACHE_VARIABLES}
+    return _CacheCapacities(capacity)
+
+
+_environ_lock = threading.Lock()
+
+
+class _CacheCapacities(dict):
+    """:func:`limit_onednn_caches`'s result: the capacities in force, and a context
+    manager that removes on exit the variables it set (if nobody changed them since)."""
+
+    def __init__(self, capacity):
+        with _environ_lock:
+            self.set_ = {k: str(capacity) for k in ONEDNN_CACHE_VARIABLES if k not in os.environ}
+            os.environ.update(self.set_)
+            super().__init__((k, os.environ[k]) for k in ONEDNN_CACHE_VARIABLES)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        with _environ_lock:
+            for k, v in self.set_.items():
+                if os.environ.get(k) == v:
+                    del os.environ[k]
+            self.set_ = {}
 
 
 def _rss_mib():
@@ -458,8 +537,14 @@ class ReleaseMemory(Callback):
     keep_freed_mib : float or None, default=1024
         At the start of training, glibc is set (``mallopt``) to serve blocks
         up to this size (MiB) from its heap and to keep up to this much freed
-        memory there; the setting stays for the rest of the process. ``None``
-        leaves glibc's settings alone.
+        memory there. At the end of training (``on_train_end``; the
+        estimators' ``fit`` also when training raises) glibc's documented
+        initial thresholds are set again, 128 KiB each, and ``malloc_trim(0)``
+        gives the freed heap back, so memory freed after ``fit`` returns to
+        the system as before. glibc has no getter for these settings, and any
+        ``mallopt`` turns off its dynamic mmap threshold for the rest of the
+        process, so that adjustment is not restored. ``None`` leaves glibc's
+        settings alone.
 
     Examples
     --------
@@ -467,6 +552,7 @@ class ReleaseMemory(Callback):
     >>> release = ReleaseMemory(threshold_mib=0)
     >>> release.on_train_begin(net=None)
     >>> release.on_epoch_end(net=None)
+    >>> release.on_train_end(net=None)  # glibc's thresholds restored
     """
 
     def __init__(self, threshold_mib=256, batch_threshold_mib=1024, keep_freed_mib=1024):
@@ -476,12 +562,26 @@ class ReleaseMemory(Callback):
 
     def on_train_begin(self, net, **kwargs):
         keep = self.keep_freed_mib
+        self.give_back()  # a training that raised before without on_train_end
         if keep is not None:
             if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep < 2048:
                 raise ValueError("keep_freed_mib must be None or a number of MiB in (0, 2048); "
                                  f"got {keep!r}")
-            _keep_freed_memory(keep)
+            self.holding_ = _keep_freed_memory(keep)
         self.baseline_mib_, self.level_set_ = _rss_mib(), False
+
+    def on_train_end(self, net, **kwargs):
+        self.give_back()
+
+    def give_back(self):
+        """Restore glibc's thresholds if this callback set them, and trim the heap.
+
+        Called by ``on_train_end``, and by the estimators' ``fit`` when
+        training raises (skorch calls ``on_train_end`` only after a normal end
+        or a ``KeyboardInterrupt``); a second call does nothing.
+        """
+        if self.__dict__.pop("holding_", False):
+            _give_back_freed_memory()
 
     def _release_if_grown(self, threshold_mib):
         trim, rss = _malloc_trim(), _rss_mib()

@@ -24,6 +24,7 @@ pymatgen, so ``skcgcnn --help`` and ``skcgcnn pretrained`` answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import math
 import numbers
@@ -213,11 +214,20 @@ def _estimator_params(cls, args, verbose=False):
     return params
 
 
-def _set_threads(args):
-    if getattr(args, "threads", None):
-        import torch
+@contextlib.contextmanager
+def _torch_threads(n):
+    """torch's threads set to ``n`` (``None``: left alone) inside the block, restored after."""
+    if not n:
+        yield
+        return
+    import torch
 
-        torch.set_num_threads(args.threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _estimators(args, finetune):
@@ -274,7 +284,6 @@ def _fit_and_save(args, finetune):
     from .pretrained import model_paths, save_pretrained
 
     _check_output(args.output, args.force)
-    _set_threads(args)
     data = _read_input(args.input, args.target, args.structure_column, args.id_column,
                        need_target=True, log10=args.log10, n_jobs=args.n_jobs)
     members = _estimators(args, finetune)
@@ -334,7 +343,6 @@ def _cmd_pretrain(args):
     data = _read_input(args.input, args.target, args.structure_column, args.id_column,
                        need_target=True, log10=args.log10, n_jobs=args.n_jobs)
     graphs = _featurize(data.X, args.radius, args.max_num_nbr, args.n_jobs, not args.quiet)
-    _set_threads(args)
     card = {"data": os.path.abspath(data.source), "target": data.target, "units": args.units,
             "target_transform": "log10" if args.log10 else None,
             "training_command": " ".join(["skcgcnn", *args.argv])}
@@ -372,7 +380,6 @@ def _cmd_predict(args):
     from .ensemble import is_saved_ensemble, load_ensemble
     from .pretrained import load_estimator
 
-    _set_threads(args)
     ensemble = is_saved_ensemble(args.model)
     est = load_ensemble(args.model) if ensemble else load_estimator(
         args.model, device=args.device or "cpu")
@@ -476,7 +483,6 @@ def _cmd_compare(args):
     splits = repeated_splits(n, n_train, n_trials, random_state=args.random_state)
     n_val, n_test = len(splits[0][1]), len(splits[0][2])
 
-    _set_threads(args)
     nets = {}
     if "tl" in keys:
         pretrained = {} if args.pretrained is None else {"pretrained": args.pretrained}
@@ -864,7 +870,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.argv = argv
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _torch_threads(getattr(args, "threads", None)):
             warnings.filterwarnings("ignore", module="pymatgen")
             return args.func(args)
     except _INPUT_ERRORS as exc:

@@ -367,14 +367,26 @@ class CGCNNRegressor(NeuralNetRegressor):
             stats = fit_target_stats(y, self.target_normalization)
             self._pending_target_stats = stats  # set by initialize()
         y_norm = normalize(y, *stats, self.target_normalization).astype(np.float32)
-        if len(graphs) >= BIG_FIT:  # effective if no oneDNN operation has run in the process
-            limit_onednn_caches()
+        # effective if no oneDNN operation has run in the process; the variables go after
+        caches = (limit_onednn_caches() if len(graphs) >= BIG_FIT
+                  else contextlib.nullcontext())
         try:
-            with self._seeded(self._seed()):
+            with caches, self._seeded(self._seed()):
                 super().fit(graphs, y_norm, **fit_params)
         finally:
             self.__dict__.pop("_pending_target_stats", None)
         return self
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """skorch's ``partial_fit``; when training raises, glibc's memory settings are
+        restored all the same (:meth:`skcgcnn.callbacks.ReleaseMemory.give_back`)."""
+        try:
+            return super().partial_fit(X, y, classes, **fit_params)
+        except BaseException:
+            for _, cb in getattr(self, "callbacks_", []):
+                if isinstance(cb, ReleaseMemory):
+                    cb.give_back()
+            raise
 
     def initialize(self):
         """Initialise as skorch does, then set the target statistics :meth:`fit` computed."""

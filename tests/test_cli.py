@@ -202,18 +202,22 @@ def test_training_options_reach_the_estimator():
     assert (args.device, args.threads) == ("cpu", 2)
 
 
-def test_loss_table_is_plain_and_labelled(folder, tmp_path, capsys):
+def test_loss_table_is_plain_and_labelled(folder, tmp_path, capsys, monkeypatch):
     import torch
 
     root, _ = folder
-    threads = torch.get_num_threads()
+    threads, set_threads, calls = torch.get_num_threads(), torch.set_num_threads, []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), set_threads(n)))
+    torch.set_num_threads(threads + 1)
     try:
         assert main(["train", str(root), "-o", str(tmp_path / "m"), "--epochs", "3",
                      "--batch-size", "8", "--patience", "50", "--validation-fraction", "0.25",
                      "--lr-decay-epoch", "2", "--threads", "1", "--units", "A^3"]) == 0
-        assert torch.get_num_threads() == 1
+        # --threads holds while the command runs; the caller's count is back after
+        assert calls == [threads + 1, 1, threads + 1]
+        assert torch.get_num_threads() == threads + 1
     finally:
-        torch.set_num_threads(threads)
+        set_threads(threads)
     captured = capsys.readouterr()
     assert "\x1b" not in captured.out + captured.err  # captured output is no terminal
     assert "train_loss" in captured.out and "valid_loss" in captured.out

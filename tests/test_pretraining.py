@@ -29,14 +29,25 @@ class _StopAt(Callback):
             raise KeyboardInterrupt  # skorch ends fit() cleanly on it
 
 
+class _Environ(Callback):
+    """Records oneDNN's cache variables as training begins."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.seen_ = {k: os.environ.get(k) for k in ONEDNN_CACHE_VARIABLES}
+
+
 def test_pretrain_writes_best_model_with_its_recipe(tiny, tmp_path, monkeypatch):
     _, graphs, y = tiny
-    for name in ONEDNN_CACHE_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    net = pretrain(graphs, y, tmp_path / "src", **FAST, card={"units": "A^3/atom"})
+    for name in ONEDNN_CACHE_VARIABLES:  # unset now, and as they were after the test
+        monkeypatch.setenv(name, "0")
+        monkeypatch.delenv(name)
+    seen = _Environ()
+    net = pretrain(graphs, y, tmp_path / "src", **FAST, card={"units": "A^3/atom"},
+                   callbacks=[seen])
     card = json.loads((tmp_path / "src.json").read_text())
     assert card == net.card_
-    assert all(os.environ[name] == "16" for name in ONEDNN_CACHE_VARIABLES)  # bounded
+    assert seen.seen_ == {name: "16" for name in ONEDNN_CACHE_VARIABLES}  # bounded in training
+    assert not any(name in os.environ for name in ONEDNN_CACHE_VARIABLES)  # and unset after
     assert card["epochs_trained"] == 4 and 1 <= card["best_epoch"] <= 4
     assert card["hyperparameters"]["optimizer"] == "AdamW"
     assert card["hyperparameters"]["schedule"] == "cosine"
