@@ -347,8 +347,13 @@ def _mallopt():
 
 #: mallopt's parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-#: glibc's initial M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (mallopt(3)): 128 KiB each
-GLIBC_DEFAULT_THRESHOLD = 128 * 1024
+#: What :class:`ReleaseMemory` sets when training ends: glibc's own dynamic mmap threshold
+#: rises, as the process frees mmapped blocks, up to 32 MiB (DEFAULT_MMAP_THRESHOLD_MAX on
+#: 64-bit), with a trim threshold of twice that; a fit of Materials Project batches frees
+#: such blocks, so this is where glibc would have been. Its initial 128 KiB, fixed (a mallopt
+#: turns the dynamic rise off for good), made numpy allocating and freeing 0.5-16 MiB arrays
+#: 3 to 20 times slower (docs/results/glibc_after_training.json).
+RESTORED_MMAP_THRESHOLD, RESTORED_TRIM_THRESHOLD = 32 * 2**20, 64 * 2**20
 
 _malloc_lock = threading.Lock()
 _malloc_holds = 0  # trainings (threads) that hold freed memory now
@@ -378,11 +383,12 @@ def _keep_freed_memory(mib):
 def _give_back_freed_memory():
     """Undo one :func:`_keep_freed_memory`; the last one restores glibc's thresholds.
 
-    glibc has no getter for them, so what is restored is its documented
-    initial value, 128 KiB for both (``GLIBC_DEFAULT_THRESHOLD``), and then
-    ``malloc_trim(0)`` returns the freed heap to the system. glibc's dynamic
-    mmap threshold (which rises up to 32 MiB as the process frees blocks
-    that were mmapped) stays off: any ``mallopt`` turns it off for good.
+    glibc has no getter for them, and any ``mallopt`` turns its dynamic mmap
+    threshold off for good, so what is set is where that dynamic rule ends
+    after a fit: blocks above 32 MiB served by ``mmap`` (and given back when
+    freed), free heap above 64 MiB trimmed (``RESTORED_MMAP_THRESHOLD``,
+    ``RESTORED_TRIM_THRESHOLD``); then ``malloc_trim(0)`` returns the freed
+    heap to the system.
     """
     global _malloc_holds
     with _malloc_lock:
@@ -391,8 +397,8 @@ def _give_back_freed_memory():
         _malloc_holds -= 1
         if not _malloc_holds:
             mallopt = _mallopt()
-            mallopt(_M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
-            mallopt(_M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+            mallopt(_M_MMAP_THRESHOLD, RESTORED_MMAP_THRESHOLD)
+            mallopt(_M_TRIM_THRESHOLD, RESTORED_TRIM_THRESHOLD)
             _malloc_trim()(0)
 
 
@@ -538,13 +544,13 @@ class ReleaseMemory(Callback):
         At the start of training, glibc is set (``mallopt``) to serve blocks
         up to this size (MiB) from its heap and to keep up to this much freed
         memory there. At the end of training (``on_train_end``; the
-        estimators' ``fit`` also when training raises) glibc's documented
-        initial thresholds are set again, 128 KiB each, and ``malloc_trim(0)``
-        gives the freed heap back, so memory freed after ``fit`` returns to
-        the system as before. glibc has no getter for these settings, and any
-        ``mallopt`` turns off its dynamic mmap threshold for the rest of the
-        process, so that adjustment is not restored. ``None`` leaves glibc's
-        settings alone.
+        estimators' ``fit`` also when training raises) ``malloc_trim(0)``
+        gives the freed heap back and glibc is set as its own dynamic rule
+        would have left it after such a fit: blocks above 32 MiB by ``mmap``,
+        free heap above 64 MiB trimmed, so that memory freed after ``fit``
+        returns to the system (glibc has no getter for these settings and
+        turns its dynamic rule off at any ``mallopt``, so the rule itself
+        cannot be restored). ``None`` leaves glibc's settings alone.
 
     Examples
     --------
