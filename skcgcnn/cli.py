@@ -436,15 +436,12 @@ def _print_table(header, rows):
 def _cmd_pretrained(args):
     import json
 
-    from .pretrained import _resolve, list_pretrained
+    from .modelfile import list_pretrained, read_card
 
     if args.name is not None:
-        with open(_resolve(args.name)[1]) as f:
-            print(json.dumps(json.load(f), indent=2, sort_keys=True))
+        print(json.dumps(read_card(args.name)[1], indent=2, sort_keys=True))
         return 0
-    rows = [(name, *(_fmt(card.get(k, "-")) for k in ("target", "units", "n_train", "test_mae")))
-            for name, card in list_pretrained().items()]
-    _print_table(("name", "target", "units", "n_train", "test_mae"), rows)
+    print(repr(list_pretrained()))
     return 0
 
 
@@ -805,7 +802,7 @@ def build_parser():
         sub, "compare", "TL-CGCNN vs CGCNN vs classical baselines over repeated trials",
         "Compare TL-CGCNN, CGCNN from scratch and classical baselines (RF, SVR, LASSO, PLS on "
         "the 132 magpie descriptors, hyperparameters by grid search on the training and "
-        "validation crystals: skcgcnn.baselines, as benchmarks/paper.py) on INPUT with Lee & "
+        "validation crystals: skcgcnn.baselines, as in docs/benchmarks.md) on INPUT with Lee & "
         "Asahi's protocol: repeated random 4:1:1 train/validation/test splits, the same for "
         "every model. Prints the test MAE mean (std) over trials, the train MAE (over the "
         "training and validation crystals, all that a model was fitted on) and the paired "

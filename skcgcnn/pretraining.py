@@ -1,10 +1,10 @@
 """Pretraining a source model: a resumable, logged run that writes a model card.
 
 One function, :func:`pretrain`, serves ``skcgcnn pretrain`` on the command
-line and ``benchmarks/pretrain.py`` (the library's own models). Its recipe is
-separate from fine-tuning's: AdamW with a linear warmup and a cosine decay by
-default (the schedule of modern graph-network pretraining), where fine-tuning
-keeps the paper's SGD.
+line and ``benchmarks/pretrain.py`` (the library's own models; in the source
+repository). Its recipe is separate from fine-tuning's: AdamW with a linear
+warmup and a cosine decay by default (the schedule of modern graph-network
+pretraining), where fine-tuning keeps the paper's SGD.
 """
 
 from __future__ import annotations
@@ -141,9 +141,9 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
     import numpy as np
     import torch
 
-    from .callbacks import AtomicCheckpoint, CosineLR, SavePretrained
-    from .pretrained import model_paths
+    from .callbacks import AtomicCheckpoint, CosineLR
     from .estimators import CGCNNRegressor
+    from .pretrained import SavePretrained, model_paths
 
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}")
