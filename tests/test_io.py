@@ -281,6 +281,7 @@ def test_release_memory_within_an_epoch_after_training_batches_only():
     off = ReleaseMemory(batch_threshold_mib=None)
     off.on_train_begin(net=None)
     off.on_batch_end(net=None, training=True)
+    off.on_train_end(net=None)  # gives glibc's settings back
     assert len(kept) == 200
 
 
@@ -336,6 +337,7 @@ def test_release_memory_restores_glibc_when_training_ends(tiny, monkeypatch, fai
     from skcgcnn import callbacks
 
     calls = []
+    monkeypatch.setattr(callbacks, "_malloc_holds", 0)  # no other training holds memory now
     monkeypatch.setattr(callbacks, "_mallopt", lambda: lambda p, v: calls.append((p, v)) or 1)
     monkeypatch.setattr(callbacks, "_malloc_trim", lambda: lambda pad: calls.append(("trim", pad)))
     _, graphs, y = tiny
