@@ -311,7 +311,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: 64-bit), with a trim threshold of twice that; a fit of Materials Project batches frees
 #: such blocks, so this is where glibc would have been. Its initial 128 KiB, fixed (a mallopt
 #: turns the dynamic rise off for good), made numpy allocating and freeing 0.5-16 MiB arrays
-#: 3 to 20 times slower (docs/results/glibc_after_training.json).
+#: 2 to 10 times slower (docs/results/glibc_after_training.json).
 RESTORED_MMAP_THRESHOLD, RESTORED_TRIM_THRESHOLD = 32 * 2**20, 64 * 2**20
 
 _malloc_lock = threading.Lock()
