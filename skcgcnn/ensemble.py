@@ -559,7 +559,8 @@ def save_ensemble(ensemble, path, *, overwrite=False, **card):
             "calibrate": bool(ensemble.calibrate),
             "confidence_level": float(ensemble.confidence_level),
             "calibration_fraction": float(ensemble.calibration_fraction),
-            "n_calibration": len(ensemble.calibration_indices_),
+            # positions in the training data of the crystals no member saw
+            "calibration_indices": [int(i) for i in ensemble.calibration_indices_],
             "std_scale": float(ensemble.std_scale_),
             "spread_offset": float(ensemble.spread_offset_),
             "conformity_scores": [float(v) for v in ensemble.conformity_scores_],
