@@ -15,7 +15,7 @@ from skorch.callbacks import Callback
 
 from .io import atomic_write_bytes, load_state_dict, save_state_dict
 
-__all__ = ["AtomicCheckpoint", "ColumnMAE", "CosineLR", "ReleaseMemory", "SavePretrained",
+__all__ = ["AtomicCheckpoint", "ColumnMAE", "CosineLR", "ReleaseMemory",
            "limit_onednn_caches"]
 
 
@@ -63,47 +63,6 @@ class AtomicCheckpoint(Callback):
         save_state_dict(net.module_.state_dict(), self._path("params.pt"))
         save_state_dict(net.optimizer_.state_dict(), self._path("optimizer.pt"))
         atomic_write_bytes(self._path("history.json"), json.dumps(net.history.to_list()).encode())
-
-
-class SavePretrained(Callback):
-    """Write the model and its card whenever the validation loss improves.
-
-    With :class:`AtomicCheckpoint` beside it, a long run that stops at any
-    point leaves both its last epoch (to resume) and its best one (to use,
-    e.g. as ``TransferCGCNNRegressor(pretrained=path)``). The card records
-    the epoch as ``best_epoch`` and the normalised validation MAE.
-
-    Parameters
-    ----------
-    path : str or path-like
-        Model path, as for :func:`skcgcnn.pretrained.save_pretrained`.
-    card : dict, optional
-        More model-card fields.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> from skcgcnn import CGCNNRegressor
-    >>> from skcgcnn.callbacks import SavePretrained
-    >>> path = os.path.join(tempfile.mkdtemp(), "best")
-    >>> net = CGCNNRegressor(callbacks=[SavePretrained(path, {"units": "eV"})])
-    """
-
-    def __init__(self, path, card=None):
-        self.path = path
-        self.card = card
-
-    def on_epoch_end(self, net, **kwargs):
-        row = net.history[-1]
-        if not row.get("valid_loss_best", True):  # without validation: every epoch
-            return
-        from .pretrained import save_pretrained
-
-        card = {**(self.card or {}), "best_epoch": len(net.history)}
-        if "valid_loss" in row:
-            card["valid_mae_normalized"] = row["valid_loss"]
-        save_pretrained(net, self.path, overwrite=True, **card)
-
 
 
 class CosineLR(Callback):

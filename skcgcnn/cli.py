@@ -440,15 +440,12 @@ def _print_table(header, rows):
 def _cmd_pretrained(args):
     import json
 
-    from .pretrained import _resolve, list_pretrained
+    from .modelfile import list_pretrained, read_card
 
     if args.name is not None:
-        with open(_resolve(args.name)[1]) as f:
-            print(json.dumps(json.load(f), indent=2, sort_keys=True))
+        print(json.dumps(read_card(args.name)[1], indent=2, sort_keys=True))
         return 0
-    rows = [(name, *(_fmt(card.get(k, "-")) for k in ("target", "units", "n_train", "test_mae")))
-            for name, card in list_pretrained().items()]
-    _print_table(("name", "target", "units", "n_train", "test_mae"), rows)
+    print(repr(list_pretrained()))
     return 0
 
 

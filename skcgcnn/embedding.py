@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .data import GraphDataset, GraphLoader
 from .graph import CrystalGraph, CrystalGraphTransformer, _as_list, as_graph_array
+from .modelfile import network_source
 
 __all__ = ["PretrainedEmbedding", "crystal_embeddings", "LAYERS"]
 
@@ -96,29 +97,6 @@ def crystal_embeddings(module, graphs, layer="pooled", batch_size=256, device="c
     if not parts:
         return np.zeros((0, embedding_width(module, layer)), dtype=np.float32)
     return np.concatenate(parts)
-
-
-def _source(pretrained, conv_dtype="auto"):
-    """(module, radius, max_num_nbr, card) of a model name, path or fitted estimator."""
-    from .estimators import CGCNNRegressor
-    from .pretrained import load_pretrained
-
-    if isinstance(pretrained, CGCNNRegressor):
-        if not getattr(pretrained, "initialized_", False) or not hasattr(pretrained, "module_"):
-            raise ValueError("pretrained estimator is not fitted; fit it first, or pass the "
-                             "name or path of a saved model")
-        radius, max_num_nbr = pretrained._featurizer_settings()
-        card = getattr(pretrained, "card_", None) or {
-            "name": type(pretrained).__name__, "architecture": dict(pretrained.module_.hparams),
-            "featurizer": {"radius": radius, "max_num_nbr": max_num_nbr}}
-        import copy
-
-        return copy.deepcopy(pretrained.module_).cpu().eval(), radius, max_num_nbr, card
-    if not isinstance(pretrained, (str, bytes)) and not hasattr(pretrained, "__fspath__"):
-        raise TypeError(f"pretrained must be a model name, a path or a fitted CGCNNRegressor, "
-                        f"got {type(pretrained).__name__}")
-    module, card = load_pretrained(pretrained, conv_dtype=conv_dtype)
-    return module, card["featurizer"]["radius"], card["featurizer"]["max_num_nbr"], card
 
 
 class PretrainedEmbedding(TransformerMixin, BaseEstimator):
@@ -213,7 +191,9 @@ class PretrainedEmbedding(TransformerMixin, BaseEstimator):
         self : PretrainedEmbedding
         """
         self._validate_params()
-        module, self.radius_, self.max_num_nbr_, self.card_ = _source(self.pretrained, self.conv_dtype)
+        module, self.card_ = network_source(self.pretrained, self.conv_dtype)
+        self.radius_ = self.card_["featurizer"]["radius"]
+        self.max_num_nbr_ = self.card_["featurizer"]["max_num_nbr"]
         self.module_ = module.to(self.device).eval()
         self.n_features_out_ = embedding_width(module, self.layer)
         return self

@@ -575,19 +575,6 @@ def save_ensemble(ensemble, path, *, overwrite=False, **card):
     return full
 
 
-def _card(name_or_path):
-    import json
-
-    from .pretrained import _resolve
-
-    weights, card_path = _resolve(name_or_path)
-    try:
-        with open(card_path) as f:
-            return weights, json.load(f)
-    except ValueError as exc:
-        raise ValueError(f"model card {str(card_path)!r} is not valid JSON: {exc}") from exc
-
-
 def is_saved_ensemble(name_or_path):
     """Whether a saved model (``.pt`` with its ``.json`` card) is an ensemble.
 
@@ -598,17 +585,27 @@ def is_saved_ensemble(name_or_path):
     >>> any(is_saved_ensemble(name) for name in list_pretrained())
     False
     """
-    card = _card(name_or_path)[1]
-    return isinstance(card, dict) and "ensemble" in card
+    from .modelfile import read_card
+
+    return "ensemble" in read_card(name_or_path)[1]
 
 
-def load_ensemble(name_or_path):
+def load_ensemble(name_or_path, device="cpu", conv_dtype="auto"):
     """A fitted :class:`EnsembleRegressor` rebuilt from :func:`save_ensemble`'s files.
+
+    Each member is rebuilt as :func:`skcgcnn.pretrained.load_estimator`
+    rebuilds a single model (:func:`skcgcnn.pretrained.estimator_from_state`:
+    the same checks of the card, the element features and the architecture).
 
     Parameters
     ----------
     name_or_path : str or path-like
         The ``.pt`` file (its ``.json`` card beside it).
+    device : str, default="cpu"
+        Torch device of the members.
+    conv_dtype : {"auto", "float32", "bfloat16"}, default="auto"
+        Precision of the members' convolutions, as in
+        :func:`~skcgcnn.pretrained.load_estimator`.
 
     Returns
     -------
@@ -627,52 +624,37 @@ def load_ensemble(name_or_path):
     --------
     save_ensemble : writes the files; its example loads them back.
     """
-    from .estimators import CGCNNRegressor
-    from .features import element_feature_fingerprint
     from .io import load_state_dict
-    from .pretrained import ARCHITECTURE_KEYS
+    from .modelfile import read_card
+    from .pretrained import estimator_from_state
 
-    weights, card = _card(name_or_path)
-    block = card.get("ensemble") if isinstance(card, dict) else None
+    weights, card = read_card(name_or_path)
+    where = str(weights)
+    block = card.get("ensemble")
     if not isinstance(block, dict):
-        raise ValueError(f"{str(weights)!r} is not an ensemble (its card has no 'ensemble' "
+        raise ValueError(f"{where!r} is not an ensemble (its card has no 'ensemble' "
                          "block); load it with skcgcnn.pretrained.load_estimator")
-    if card.get("featurizer", {}).get("element_features") != element_feature_fingerprint():
-        raise ValueError(f"ensemble {str(weights)!r} was trained with other element features "
-                         "than this installation computes")
     try:
-        arch = {k: card["architecture"][k] for k in ARCHITECTURE_KEYS}
-        n_targets = int(card["architecture"].get("n_targets", 1))
         n = int(block["n_estimators"])
-        params = dict(**arch, max_num_nbr=card["featurizer"]["max_num_nbr"],
-                      target_normalization=card.get("target_normalization", "standard"))
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"model card of {str(weights)!r} is not a valid ensemble card: "
+        raise ValueError(f"model card of {where!r} is not a valid ensemble card: "
                          f"{exc}") from exc
     state = load_state_dict(weights)
     members = []
     for i in range(n):
         prefix = f"member_{i}."
         sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        member = CGCNNRegressor(**params)
-        member.n_outputs_ = n_targets
-        member.initialize()
-        try:
-            member.module_.load_state_dict(sub)
-        except RuntimeError as exc:
-            raise ValueError(f"{str(weights)!r} does not hold {n} CGCNNs of the card's "
-                             f"architecture {arch}: {' '.join(str(exc).split())[:300]}") from exc
-        member.module_.eval()
-        member.card_ = card
-        members.append(member)
+        members.append(estimator_from_state(card, sub, f"{where} (member {i})", device,
+                                            conv_dtype))
     if len(state) != sum(len(m.module_.state_dict()) for m in members):
-        raise ValueError(f"{str(weights)!r} holds more tensors than its {n} members")
-    model = EnsembleRegressor(CGCNNRegressor(**params), n_estimators=n,
+        raise ValueError(f"{where!r} holds more tensors than its {n} members")
+    model = EnsembleRegressor(clone(members[0]), n_estimators=n,
                               confidence_level=block.get("confidence_level", 0.9),
                               calibrate=block.get("calibrate", True),
                               calibration_fraction=block.get("calibration_fraction", 0.2))
     model.estimators_ = members
     model.seeds_ = np.asarray(block.get("seeds", range(n)), dtype=np.int64)
+    model.calibration_indices_ = np.asarray(block.get("calibration_indices", []), dtype=np.int64)
     model.std_scale_ = float(block.get("std_scale", 1.0))
     # a card written before the offset existed: its scores were computed without one
     model.spread_offset_ = float(block.get("spread_offset", 0.0))

@@ -127,9 +127,9 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
     import numpy as np
     import torch
 
-    from .callbacks import AtomicCheckpoint, CosineLR, SavePretrained, limit_onednn_caches
-    from .pretrained import model_paths
+    from .callbacks import AtomicCheckpoint, CosineLR, limit_onednn_caches
     from .estimators import CGCNNRegressor
+    from .pretrained import SavePretrained, model_paths
 
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}")

@@ -1,4 +1,5 @@
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -483,6 +484,18 @@ def test_save_and_load_ensemble(tiny, tmp_path):
     assert again.card_["units"] == "A^3"
     assert again.spread_offset_ == model.spread_offset_ > 0
     assert again.target_range_ == model.target_range_
+    np.testing.assert_array_equal(again.calibration_indices_, model.calibration_indices_)
+    # one loading path with load_estimator: a device, and the element features checked
+    on_cpu = load_ensemble(tmp_path / "ens.pt", device="cpu", conv_dtype="float32")
+    assert all(m.device == "cpu" for m in on_cpu.estimators_)
+    from skcgcnn.io import load_state_dict, save_state_dict
+
+    state = load_state_dict(tmp_path / "ens.pt")
+    state["member_1.atom_features"] = state["member_1.atom_features"].flip(0)
+    save_state_dict(state, tmp_path / "other.pt")
+    shutil.copy(tmp_path / "ens.json", tmp_path / "other.json")
+    with pytest.raises(ValueError, match=r"other.pt \(member 1\)' carries element features"):
+        load_ensemble(tmp_path / "other.pt")
     save_pretrained(model.estimators_[0], tmp_path / "single.pt")
     assert not is_saved_ensemble(tmp_path / "single.pt")
     with pytest.raises(ValueError, match="not an ensemble"):

@@ -1,171 +1,32 @@
-"""The library of pretrained CGCNN models: state dicts with JSON model cards.
+"""Saving fitted estimators as models and rebuilding them: the library's upper half.
 
-Each model is ``<name>.pt`` (a state dict, read with ``weights_only=True``)
-beside ``<name>.json`` (its model card: training data and sizes, target and
-units, normalisation statistics, featurizer settings, test MAE, the command
-that trained it, and the package version).
+A model is ``<name>.pt`` (a state dict, read with ``weights_only=True``) beside
+``<name>.json`` (its model card: training data and sizes, target and units,
+normalisation statistics, featurizer settings, test MAE, the command that
+trained it, and the package version). Reading model files and building their
+networks needs no estimator and lives in :mod:`skcgcnn.modelfile`; its public
+names are re-exported here, so ``skcgcnn.pretrained`` is the one place a user
+imports from.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import os
-from pathlib import Path
+
+from ..modelfile import (ARCHITECTURE_KEYS, PRETRAINED_DIR, build_network, card_architecture,
+                         check_element_features, list_pretrained, load_pretrained, model_paths,
+                         read_card, resolve_model)
 
 __all__ = ["list_pretrained", "load_pretrained", "load_estimator", "save_pretrained",
-           "training_card", "model_paths", "PRETRAINED_DIR"]
+           "training_card", "model_paths", "resolve_model", "read_card", "estimator_from_state",
+           "SavePretrained",
+           "PRETRAINED_DIR", "ARCHITECTURE_KEYS"]
 
-PRETRAINED_DIR = Path(__file__).parent
-#: Card keys that build the network.
-ARCHITECTURE_KEYS = ("atom_fea_len", "n_conv", "h_fea_len", "n_h", "radius")
 #: Estimator parameters recorded under the card's "hyperparameters".
 HYPERPARAMETER_KEYS = ("lr", "max_epochs", "batch_size", "momentum", "weight_decay",
                        "lr_decay_epoch", "lr_decay", "validation_fraction", "n_iter_no_change",
                        "conv_dtype", "random_state", "freeze", "head")
-
-
-def list_pretrained():
-    """Names and model cards of the bundled pretrained models.
-
-    Returns
-    -------
-    cards : dict of str to dict
-        Model name to model card, sorted by name.
-
-    Examples
-    --------
-    >>> from skcgcnn.pretrained import list_pretrained
-    >>> cards = list_pretrained()
-    >>> all(card["name"] == name for name, card in cards.items())
-    True
-    """
-    cards = {}
-    for path in sorted(PRETRAINED_DIR.glob("*.json")):
-        if path.with_suffix(".pt").is_file():
-            with open(path) as f:
-                cards[path.stem] = json.load(f)
-    return cards
-
-
-def model_paths(path):
-    """The weights and card files of a model path, keeping any other suffix.
-
-    ``model.pt``, ``model.json`` and ``model`` all name ``model.pt`` and
-    ``model.json``; ``model.v2`` names ``model.v2.pt`` and ``model.v2.json``.
-
-    Parameters
-    ----------
-    path : str or path-like
-        A model path as given to :func:`save_pretrained` or :func:`load_pretrained`.
-
-    Returns
-    -------
-    weights, card : pathlib.Path
-        The ``.pt`` and ``.json`` files.
-
-    Examples
-    --------
-    >>> from skcgcnn.pretrained import model_paths
-    >>> [str(p) for p in model_paths("runs/model.v2")]
-    ['runs/model.v2.pt', 'runs/model.v2.json']
-    """
-    p = Path(os.fspath(path))
-    stem = p.with_suffix("") if p.suffix in (".pt", ".json") else p
-    return stem.with_name(stem.name + ".pt"), stem.with_name(stem.name + ".json")
-
-
-def _resolve(name_or_path):
-    p = Path(os.fspath(name_or_path))
-    weights, card = model_paths(p)
-    explicit = p.suffix in (".pt", ".json") or p.exists() or os.sep in str(name_or_path)
-    # a bare name is a bundled model first, then "<name>.pt" (e.g. "run.v1") if it exists
-    if explicit or (weights.exists() and str(name_or_path) not in list_pretrained()):
-        if not weights.is_file():
-            raise FileNotFoundError(f"pretrained model file does not exist: {str(weights)!r}")
-        if not card.is_file():
-            raise FileNotFoundError(f"pretrained model {str(weights)!r} has no model card "
-                                    f"{card.name!r} beside it")
-        return weights, card
-    known = list(list_pretrained())
-    if str(name_or_path) not in known:
-        raise ValueError(f"unknown pretrained model {str(name_or_path)!r}; known models: "
-                         f"{', '.join(known) or '(none bundled)'}")
-    return PRETRAINED_DIR / f"{name_or_path}.pt", PRETRAINED_DIR / f"{name_or_path}.json"
-
-
-def load_pretrained(name_or_path, conv_dtype="auto"):
-    """Load a pretrained network and its model card.
-
-    Parameters
-    ----------
-    name_or_path : str or path-like
-        A name from :func:`list_pretrained` or the path of a ``.pt`` file
-        with its ``.json`` card beside it.
-    conv_dtype : {"auto", "float32", "bfloat16"}, default="auto"
-        Precision of the network's convolutions, as in
-        :class:`~skcgcnn.CGCNNRegressor`, and resolved by the same rule
-        (:func:`~skcgcnn.model.resolve_conv_dtype`): ``"auto"`` is bfloat16
-        on a CPU with bfloat16 instructions and float32 elsewhere. The same
-        default as :func:`load_estimator`'s, so that the two predict alike;
-        pass ``"float32"`` for full precision everywhere.
-
-    Returns
-    -------
-    module : skcgcnn.model.CGCNN
-        The network with the pretrained parameters, in eval mode.
-    card : dict
-        The model card.
-
-    Raises
-    ------
-    ValueError
-        Unknown name; corrupt, truncated or unsafe file; parameters of another
-        architecture; or element features that differ from this installation's.
-    FileNotFoundError
-        A path without its weights or card.
-
-    Examples
-    --------
-    >>> from skcgcnn.pretrained import list_pretrained, load_pretrained
-    >>> if "mp-formation-energy" in list_pretrained():
-    ...     module, card = load_pretrained("mp-formation-energy")
-    ...     print(card["target"])
-    formation_energy_per_atom
-    """
-    from ..features import element_feature_fingerprint
-    from ..io import load_state_dict
-    from ..model import CGCNN, resolve_conv_dtype
-
-    conv_dtype = resolve_conv_dtype(conv_dtype)
-    weights, card_path = _resolve(name_or_path)
-    try:
-        with open(card_path) as f:
-            card = json.load(f)
-        arch = {k: card["architecture"][k] for k in ARCHITECTURE_KEYS}
-        arch["n_targets"] = int(card["architecture"].get("n_targets", 1))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"model card {str(card_path)!r} is not a valid skcgcnn card: {exc}") from exc
-    fingerprint = card.get("featurizer", {}).get("element_features")
-    if fingerprint != element_feature_fingerprint():
-        raise ValueError(
-            f"pretrained model {str(weights)!r} was trained with element features "
-            f"{fingerprint!r}, but this installation computes {element_feature_fingerprint()!r}; "
-            "its weights would read the wrong atom features")
-    state = load_state_dict(weights)
-    module = CGCNN(**arch, conv_dtype=conv_dtype)
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise ValueError(
-            f"{str(weights)!r} does not hold a CGCNN of the card's architecture {arch}: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}, other shapes {wrong[:5]}")
-    if not (state["atom_features"] == expected["atom_features"]).all():
-        raise ValueError(f"{str(weights)!r} carries element features that differ from this "
-                         "installation's; it was trained with another featurizer")
-    module.load_state_dict(state)
-    return module.eval(), card
 
 
 def load_estimator(name_or_path, device="cpu", conv_dtype="auto"):
@@ -212,14 +73,68 @@ def load_estimator(name_or_path, device="cpu", conv_dtype="auto"):
     ...     print(model.card_["units"], model.predict([bulk("Cu")]).shape)
     eV/atom (1,)
     """
-    from ..estimators import CGCNNRegressor
+    from ..io import load_state_dict
 
-    module, card = load_pretrained(name_or_path, conv_dtype)
-    arch = {k: card["architecture"][k] for k in ARCHITECTURE_KEYS}
+    weights, card = read_card(name_or_path)
+    return estimator_from_state(card, load_state_dict(weights), str(weights), device,
+                                conv_dtype)
+
+
+def estimator_from_state(card, state, where, device="cpu", conv_dtype="auto"):
+    """A fitted :class:`~skcgcnn.CGCNNRegressor` from a model card and a state dict.
+
+    The one path from a saved network to an estimator, shared by
+    :func:`load_estimator` and :func:`skcgcnn.ensemble.load_ensemble`: the card
+    and the element features are checked, the parameters must be those of the
+    card's architecture.
+
+    Parameters
+    ----------
+    card : dict
+        The model card.
+    state : dict of str to torch.Tensor
+        The network's state dict.
+    where : str
+        The file it came from, named in errors.
+    device : str, default="cpu"
+    conv_dtype : {"auto", "float32", "bfloat16"}, default="auto"
+
+    Returns
+    -------
+    estimator : CGCNNRegressor
+        Fitted, in eval mode, with ``card_``.
+
+    Raises
+    ------
+    ValueError
+        An invalid card, other element features, or parameters of another
+        architecture.
+
+    Examples
+    --------
+    >>> from skcgcnn.io import load_state_dict
+    >>> from skcgcnn.pretrained import estimator_from_state
+    >>> from skcgcnn.modelfile import read_card
+    >>> weights, card = read_card("mp-formation-energy")
+    >>> estimator_from_state(card, load_state_dict(weights), str(weights)).n_outputs_
+    1
+    """
+    from ..estimators import CGCNNRegressor
+    from ..model import resolve_conv_dtype
+
+    arch = card_architecture(card, where)
+    check_element_features(card, where)
+    module = build_network(arch, state, where, resolve_conv_dtype(conv_dtype, device))
+    try:
+        max_num_nbr = int(card["featurizer"]["max_num_nbr"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"model card of {where!r} is not a valid skcgcnn card: missing or bad "
+                         f"featurizer entry {exc}") from exc
     estimator = CGCNNRegressor(
-        **arch, max_num_nbr=card["featurizer"]["max_num_nbr"], conv_dtype=conv_dtype,
-        target_normalization=card.get("target_normalization", "standard"), device=device)
-    estimator.n_outputs_ = module.hparams["n_targets"]
+        **{k: arch[k] for k in ARCHITECTURE_KEYS}, max_num_nbr=max_num_nbr,
+        conv_dtype=conv_dtype, target_normalization=card.get("target_normalization", "standard"),
+        device=device)
+    estimator.n_outputs_ = arch["n_targets"]
     estimator.initialize()
     estimator.module_.load_state_dict(module.state_dict())
     estimator.module_.eval()
@@ -473,3 +388,57 @@ def save_pretrained(estimator, path, *, overwrite=False, **card):
     save_state_dict({k: v.detach().cpu() for k, v in module.state_dict().items()}, weights)
     save_json(full, card_path)
     return full
+
+
+@functools.lru_cache(maxsize=None)
+def _save_pretrained_class():
+    # built on first use, so that importing this module imports neither skorch nor torch
+    from skorch.callbacks import Callback
+
+    class SavePretrained(Callback):
+        """Write the model and its card whenever the validation loss improves.
+
+        With :class:`~skcgcnn.callbacks.AtomicCheckpoint` beside it, a long run
+        that stops at any point leaves both its last epoch (to resume) and its
+        best one (to use, e.g. as ``TransferCGCNNRegressor(pretrained=path)``).
+        The card records the epoch as ``best_epoch`` and the normalised
+        validation MAE.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Model path, as for :func:`save_pretrained`.
+        card : dict, optional
+            More model-card fields.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from skcgcnn import CGCNNRegressor
+        >>> from skcgcnn.pretrained import SavePretrained
+        >>> path = os.path.join(tempfile.mkdtemp(), "best")
+        >>> net = CGCNNRegressor(callbacks=[SavePretrained(path, {"units": "eV"})])
+        """
+
+        def __init__(self, path, card=None):
+            self.path = path
+            self.card = card
+
+        def on_epoch_end(self, net, **kwargs):
+            row = net.history[-1]
+            if not row.get("valid_loss_best", True):  # without validation: every epoch
+                return
+            card = {**(self.card or {}), "best_epoch": len(net.history)}
+            if "valid_loss" in row:
+                card["valid_mae_normalized"] = row["valid_loss"]
+            save_pretrained(net, self.path, overwrite=True, **card)
+
+    SavePretrained.__module__ = __name__
+    SavePretrained.__qualname__ = "SavePretrained"
+    return SavePretrained
+
+
+def __getattr__(name):
+    if name == "SavePretrained":
+        return _save_pretrained_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
