@@ -478,8 +478,9 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
                 f"{int(wide.sum())} of {len(width)} intervals are wider than the span of the "
                 f"training targets ({span:.4g}): the members disagree on those crystals (a "
                 f"spread of up to {sigma[wide].max():.4g}, against a median of "
-                f"{self.spread_offset_:.4g} on the crystals they were fitted on) as they do on "
-                "crystals unlike the training data", UserWarning, stacklevel=3)
+                f"{self.spread_offset_:.4g} on the crystals they were fitted on), as they do on "
+                "crystals unlike the training data: predictions there deserve little trust",
+                UserWarning, stacklevel=3)
 
 
 # ------------------------------------------------------------------ model files
