@@ -124,7 +124,7 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
     crystal, for the members as fitted; it is coverage on average over
     crystals, not for each crystal, and it says nothing about crystals from
     another distribution. The user guide's "Ensembles and uncertainty" says
-    what it costs and how it measured.
+    what it costs and what was measured.
 
     ``predict(X, return_std=True)`` returns ``std = (sigma + beta) q / z``,
     ``z`` the normal quantile (1.645 for 90 %), so that ``mean ± z * std``
