@@ -296,19 +296,26 @@ def _fit_and_save(args, finetune):
     if args.ensemble is not None:
         from .ensemble import EnsembleRegressor
 
+        fraction = ({} if args.calibration_fraction is None
+                    else {"calibration_fraction": args.calibration_fraction})
         model = EnsembleRegressor(members if len(members) > 1 else est,
                                   n_estimators=args.ensemble, n_jobs=args.n_jobs,
-                                  random_state=args.random_state)
+                                  random_state=args.random_state, **fraction)
+    elif args.calibration_fraction is not None:
+        raise ValueError("--calibration-fraction calibrates an ensemble: give --ensemble N")
     model.fit(graphs, data.y)
-    if model is not est:
-        est = model.estimators_[0]  # the history and split in the card are the first member's
     pred, y = model.predict(graphs), data.y
     if args.log10:  # the card's figures are in the target's own units, as predict writes
         pred, y = 10.0 ** pred, 10.0 ** y
-    train_set, valid_set = est.get_split_datasets(graphs, data.y)
-    parts = {"train": getattr(train_set, "indices", np.arange(len(y)))}
-    if valid_set is not None:
-        parts["valid"] = valid_set.indices
+    # held out: the validation crystals of one network, or an ensemble's calibration crystals,
+    # which no member trained on or chose its epoch on
+    held = model.validation_indices_ if model is est else model.calibration_indices_
+    held = np.empty(0, dtype=np.int64) if held is None else held
+    parts = {"train": np.setdiff1d(np.arange(len(y)), held)}
+    if len(held):
+        parts["valid" if model is est else "calibration"] = held
+    if model is not est:
+        est = model.estimators_[0]  # the history in the card is the first member's
     card = {
         "data": os.path.abspath(data.source),
         "target": data.target,
@@ -330,8 +337,12 @@ def _fit_and_save(args, finetune):
     if "valid" in parts:
         summary += (f", validation MAE {card['valid_mae']:.4g}{units} on the "
                     f"{len(parts['valid'])} held out (best epoch {card.get('best_epoch')})")
+    if "calibration" in parts:
+        summary += (f", held-out MAE {card['calibration_mae']:.4g}{units} on the "
+                    f"{len(parts['calibration'])} calibration crystals, which no member "
+                    "trained on")
     if model is not est:
-        summary += f"; an ensemble of {args.ensemble}, figures of the first member's split"
+        summary = f"an ensemble of {args.ensemble}: {summary}"
     _note(f"wrote {weights} and its model card {card_path} ({summary})")
     return 0
 
@@ -627,6 +638,9 @@ def _add_training(p, estimator, finetune):
                    help="fit N seeds (an EnsembleRegressor, in parallel with --n-jobs) and "
                         "save them in one model whose predictions carry a calibrated std "
                         "and interval bounds (default: one model)")
+    p.add_argument("--calibration-fraction", type=float, metavar="F",
+                   help="with --ensemble: fraction of the crystals set aside to calibrate the "
+                        "intervals, which no member trains on (default: 0.2)")
     _add_runtime(p)
     if finetune:
         _option(p, "--pretrained", metavar="NAME_OR_PATH", action="append",

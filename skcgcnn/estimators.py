@@ -151,12 +151,21 @@ class CGCNNMixin:
         return {k: v for k, v in params.items() if k.split("__")[1] not in _DERIVED_CALLBACKS}
 
     def get_split_datasets(self, X, y=None, **fit_params):
-        """Hold out ``validation_fraction`` of the data, seeded by ``random_state``."""
+        """Hold out ``validation_fraction`` of the data, seeded by ``random_state``.
+
+        Records the positions in ``X`` of the crystals held out in
+        ``validation_indices_`` (``None`` when none is, or when a custom
+        ``train_split`` returns a validation set that is not a subset of ``X``).
+        """
         if self.train_split is None and self.validation_fraction:
             dataset = self.get_dataset(X, y)
             split = ValidSplit(float(self.validation_fraction), random_state=self._seed())
-            return split(dataset, y)
-        return super().get_split_datasets(X, y, **fit_params)
+            train, valid = split(dataset, y)
+        else:
+            train, valid = super().get_split_datasets(X, y, **fit_params)
+        indices = getattr(valid, "indices", None)
+        self.validation_indices_ = None if indices is None else np.asarray(indices, np.int64)
+        return train, valid
 
     def _seed(self):
         if self.random_state is None:
@@ -352,6 +361,9 @@ class CGCNNRegressor(CGCNNMixin, NeuralNetRegressor):
     history_ : skorch History
         Losses per epoch (``train_loss`` and ``valid_loss``, MAE of the
         normalised target).
+    validation_indices_ : ndarray of int or None
+        Positions in the ``X`` given to ``fit`` of the crystals held out to
+        choose the best epoch (``None`` when none was held out).
 
     Examples
     --------
