@@ -530,13 +530,14 @@ def test_ensemble_epoch_tables_say_which_member(folder, tmp_path, capsys):
     # with --n-jobs 2 the members' tables interleaved line by line, unlabelled
     root, pre = folder
     argv = ["finetune", "--pretrained", str(pre), str(root), "-o", str(tmp_path / "e.pt"),
-            "--ensemble", "5", "--epochs", "2", "--batch-size", "8"]
+            "--ensemble", "3", "--calibration-fraction", "0.6", "--epochs", "2",
+            "--batch-size", "4"]
     assert main(argv) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert lines, "the epoch tables were printed"
-    labels = tuple(f"[member {k}] " for k in range(1, 6))
+    labels = tuple(f"[member {k}] " for k in range(1, 4))
     assert all(line.startswith(labels) for line in lines), lines
-    for k in range(1, 6):
+    for k in range(1, 4):
         mine = [line[len(f"[member {k}] "):] for line in lines if line.startswith(f"[member {k}]")]
         assert mine[0].split()[:3] == ["epoch", "train_loss", "valid_loss"]
         assert [row.split()[0] for row in mine[2:4]] == ["1", "2"]  # after header and rule
