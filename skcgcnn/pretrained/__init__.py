@@ -123,7 +123,7 @@ def estimator_from_state(card, state, where, device="cpu", conv_dtype="auto"):
     from ..model import resolve_conv_dtype
 
     arch = card_architecture(card, where)
-    check_element_features(card, where)
+    check_element_features(card, where, state.get("atom_features"))
     module = build_network(arch, state, where, resolve_conv_dtype(conv_dtype, device))
     try:
         max_num_nbr = int(card["featurizer"]["max_num_nbr"])
@@ -286,9 +286,12 @@ def _network_card(estimator, name):
     radius, max_num_nbr = estimator._featurizer_settings()
     return {
         "name": name,
-        "architecture": {k: module.hparams[k] for k in (*ARCHITECTURE_KEYS, "n_targets")},
+        "architecture": {k: module.hparams[k]
+                         for k in (*ARCHITECTURE_KEYS, "n_targets", "pooling")},
         "featurizer": {"radius": radius, "max_num_nbr": max_num_nbr,
-                       "element_features": element_feature_fingerprint()},
+                       "element_features": element_feature_fingerprint(
+                           module.atom_features.cpu().numpy()),
+                       "element_features_name": module.element_features_name},
         "target_normalization": estimator.target_normalization,
         "skcgcnn_version": __version__,
     }
