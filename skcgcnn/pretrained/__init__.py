@@ -291,7 +291,7 @@ def _network_card(estimator, name):
         "featurizer": {"radius": radius, "max_num_nbr": max_num_nbr,
                        "element_features": element_feature_fingerprint(
                            module.atom_features.cpu().numpy()),
-                       "element_features_name": module.element_features_name},
+                       "element_features_name": getattr(module, "element_features_name", "skcgcnn")},
         "target_normalization": estimator.target_normalization,
         "skcgcnn_version": __version__,
     }
