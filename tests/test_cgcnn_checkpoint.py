@@ -200,3 +200,49 @@ def test_data_parallel_prefix_and_old_batch_norms():
     assert "convs.0.bn1.num_batches_tracked" in new and not any(k.startswith("module.")
                                                                  for k in new)
     assert shape["n_conv"] == 2 and shape["n_h"] == 2 and shape["nbr_fea_len"] == 41
+
+
+# ------------------------------------------------------------------------- import_cgcnn
+
+
+def test_import_cgcnn_predicts_as_the_original_and_round_trips(tmp_path, crystals):
+    from skcgcnn import TransferCGCNNRegressor
+    from skcgcnn.pretrained import import_cgcnn, load_estimator, save_pretrained
+
+    atoms, graphs = crystals
+    net = make_original()
+    path = write_checkpoint(net, tmp_path / "model_best.pth.tar", mean=-1.2, std=0.8)
+    model = import_cgcnn(path, target="toy", units="eV/atom")
+    table = resolve_element_features("cgcnn")[0]
+    with torch.no_grad():
+        expected = net(*original_inputs(graphs, table)).squeeze(1).double().numpy() * 0.8 - 1.2
+    np.testing.assert_allclose(model.predict(atoms), expected, rtol=1e-5, atol=1e-5)
+    card = model.card_
+    assert card["name"] == "model_best" and card["units"] == "eV/atom"
+    assert card["featurizer"]["element_features_name"] == "cgcnn"
+    assert card["architecture"]["n_conv"] == 2 and card["imported_from"]["epoch"] == 12
+    assert model.element_features == "cgcnn" and model.module_.embedding.in_features == 92
+
+    saved = save_pretrained(model, tmp_path / "imported")
+    assert saved["imported_from"]["sha256"] == card["imported_from"]["sha256"]
+    again = load_estimator(tmp_path / "imported", conv_dtype="float32")
+    np.testing.assert_array_equal(again.predict(graphs), model.predict(graphs))
+
+    tl = TransferCGCNNRegressor(pretrained=tmp_path / "imported", max_epochs=2, batch_size=2,
+                                conv_dtype="float32", random_state=0)
+    tl.fit(graphs, np.arange(5.0))
+    assert tl.module_.embedding.in_features == 92
+    assert tl.module_.element_features_name == "cgcnn"
+    torch.testing.assert_close(tl.module_.atom_features, torch.as_tensor(table.copy()))
+
+
+def test_import_cgcnn_refuses_other_tables_and_classifiers(tmp_path):
+    from skcgcnn.pretrained import import_cgcnn
+
+    path = write_checkpoint(make_original(), tmp_path / "m.pth.tar")
+    with pytest.raises(ValueError, match="reads 92 element features per atom.*91 columns"):
+        import_cgcnn(path, element_features="skcgcnn")
+    clf = write_checkpoint(make_original(classification=True, n_h=1), tmp_path / "c.pth.tar",
+                           task="classification")
+    with pytest.raises(NotImplementedError, match="classification checkpoint"):
+        import_cgcnn(clf)
