@@ -246,3 +246,35 @@ def test_import_cgcnn_refuses_other_tables_and_classifiers(tmp_path):
                            task="classification")
     with pytest.raises(NotImplementedError, match="classification checkpoint"):
         import_cgcnn(clf)
+
+
+def test_cli_import_cgcnn_writes_a_model_that_predicts(tmp_path, crystals, capsys):
+    import json
+
+    from ase.io import write
+
+    from skcgcnn.cli import main
+    from skcgcnn.pretrained import import_cgcnn
+
+    atoms, _ = crystals
+    path = write_checkpoint(make_original(), tmp_path / "model_best.pth.tar")
+    out = tmp_path / "imported"
+    assert main(["import-cgcnn", str(path), "-o", str(out), "--target", "toy", "--units",
+                 "eV", "--licence", "CC-BY-4.0"]) == 0
+    card = json.loads((tmp_path / "imported.json").read_text())
+    assert (card["target"], card["units"], card["licence"]) == ("toy", "eV", "CC-BY-4.0")
+    assert card["training_command"].startswith("skcgcnn import-cgcnn")
+    with pytest.raises(SystemExit):  # refuses to replace without --force
+        main(["import-cgcnn", str(path), "-o", str(out)])
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    for i, a in enumerate(atoms):
+        write(folder / f"c{i}.cif", a)
+    capsys.readouterr()
+    assert main(["predict", str(out), str(folder), "-o", str(tmp_path / "p.csv")]) == 0
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "p.csv")
+    expected = import_cgcnn(path).predict([a for a in atoms])
+    # predict's default precision may be bfloat16 on this CPU: compare loosely
+    np.testing.assert_allclose(np.sort(frame["prediction"]), np.sort(expected), atol=0.05)
