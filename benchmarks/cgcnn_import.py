@@ -179,6 +179,15 @@ def main(argv=None):
             "mae_original_graphs": float(np.mean(np.abs(pred_theirs - y))),
             "max_abs_prediction_shift": float(shift.max()),
             "crystals_with_shift_above_1e-4": int((shift > 1e-4).sum()),
+            "crystals_with_shift_above_0.01": int((shift > 0.01).sum()),
+            "shift_quantiles_90_99": [float(q) for q in np.quantile(shift, [0.9, 0.99])],
+            "largest_shifts": [
+                {"material_id": ids[j], "formula": structures[j].composition.reduced_formula,
+                 "shift": float(shift[j]), "atoms": len(structures[j]),
+                 "atoms_whose_neighbours_differ": int(differ[j]),
+                 "error_skcgcnn_graphs": float(pred_ours[j] - y[j]),
+                 "error_original_graphs": float(pred_theirs[j] - y[j])}
+                for j in np.argsort(-shift)[:5]],
             "checkpoint_valid_mae": fe.card_["imported_from"]["best_mae_error"],
             "paper_test_mae": 0.039,
         },

@@ -266,10 +266,10 @@ class CGCNNMixin:
 
         Needs a network fitted with ``pooling="site"`` (Xie & Grossman's
         site-contribution model): its head maps every atom's vector to an
-        output, and the prediction is the mean over the crystal's atoms. The
-        contributions are those outputs in the units of :meth:`_site_units`
-        (for a regressor, the target's own units), so their mean per crystal
-        equals ``predict``'s value.
+        output, and the prediction is the mean over the crystal's atoms. For a
+        regressor the contributions are those outputs in the target's own
+        units (the target normalisation inverted atom by atom), so their mean
+        per crystal equals ``predict``'s value.
 
         Parameters
         ----------
@@ -280,6 +280,19 @@ class CGCNNMixin:
         contributions : list of ndarray
             One array per crystal, of shape (n_atoms,) or (n_atoms,
             n_targets), float64, in the order of the crystal's sites.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ase.build import bulk
+        >>> from skcgcnn import CGCNNRegressor
+        >>> X = [bulk("NaCl", "rocksalt", a=a) for a in np.linspace(5.4, 5.8, 8)]
+        >>> y = np.linspace(5.4, 5.8, 8) ** 3 / 8  # volume per atom, angstrom^3
+        >>> model = CGCNNRegressor(pooling="site", max_epochs=3, batch_size=4,
+        ...                        random_state=0).fit(X, y)
+        >>> na_cl = model.site_contributions(X[:1])[0]  # Na, then Cl
+        >>> na_cl.shape, bool(np.isclose(na_cl.mean(), model.predict(X[:1])[0]))
+        ((2,), True)
 
         Raises
         ------

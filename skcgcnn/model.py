@@ -356,7 +356,7 @@ class CGCNN(nn.Module):
         """
         atom_fea = self.atom_vectors(numbers, centers, neighbors, distances)
         pooled = self._mean_per_crystal(atom_fea, crystal, n_atoms)
-        if self.hparams["pooling"] == "site":
+        if self.hparams.get("pooling", "mean") == "site":
             return pooled, self._mean_per_crystal(self.hidden(atom_fea), crystal, n_atoms)
         return pooled, self.hidden(pooled)
 
@@ -378,9 +378,9 @@ class CGCNN(nn.Module):
             The network pools atom vectors (``pooling="mean"``): its head never
             sees single atoms, so it has no per-atom outputs.
         """
-        if self.hparams["pooling"] != "site":
+        if self.hparams.get("pooling", "mean") != "site":
             raise ValueError("per-site outputs need a network built with pooling='site'; this "
-                             f"one has pooling={self.hparams['pooling']!r}, whose head sees only "
+                             f"one has pooling={self.hparams.get('pooling', 'mean')!r}, whose head sees only "
                              "the averaged atom vectors")
         atom_fea = self.atom_vectors(numbers, centers, neighbors, distances)
         return self._out(self.fc_out(self.hidden(atom_fea)))
@@ -388,7 +388,7 @@ class CGCNN(nn.Module):
     def forward(self, numbers, centers, neighbors, distances, crystal, n_atoms):
         """Normalised predictions, shape (n_crystals,) or (n_crystals, n_targets)."""
         atom_fea = self.atom_vectors(numbers, centers, neighbors, distances)
-        if self.hparams["pooling"] == "site":
+        if self.hparams.get("pooling", "mean") == "site":
             out = self._mean_per_crystal(self.fc_out(self.hidden(atom_fea)), crystal, n_atoms)
         else:
             out = self.fc_out(self.hidden(self._mean_per_crystal(atom_fea, crystal, n_atoms)))
