@@ -378,10 +378,11 @@ class CGCNN(nn.Module):
             The network pools atom vectors (``pooling="mean"``): its head never
             sees single atoms, so it has no per-atom outputs.
         """
-        if self.hparams.get("pooling", "mean") != "site":
+        pooling = self.hparams.get("pooling", "mean")
+        if pooling != "site":
             raise ValueError("per-site outputs need a network built with pooling='site'; this "
-                             f"one has pooling={self.hparams.get('pooling', 'mean')!r}, whose head sees only "
-                             "the averaged atom vectors")
+                             f"one has pooling={pooling!r}, whose head sees only the averaged "
+                             "atom vectors")
         atom_fea = self.atom_vectors(numbers, centers, neighbors, distances)
         return self._out(self.fc_out(self.hidden(atom_fea)))
 

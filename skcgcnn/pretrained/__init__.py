@@ -164,7 +164,8 @@ PUBLISHED_CGCNN = {
     "0a3f66b9a0ee6ace": ("bulk-moduli", "K_VRH", "log10 GPa"),
     "34173bc59a0a8f9f": ("shear-moduli", "G_VRH", "log10 GPa"),
     "8d152338550b49ff": ("poisson-ratio", "poisson_ratio", "dimensionless"),
-    "3791d48885afafb2": ("semi-metal-classification", "metal", "class 1 = metal, 0 = semiconductor"),
+    "3791d48885afafb2": ("semi-metal-classification", "metal",
+                         "class 1 = metal, 0 = semiconductor"),
 }
 
 
@@ -438,7 +439,8 @@ def _network_card(estimator, name):
         "featurizer": {"radius": radius, "max_num_nbr": max_num_nbr,
                        "element_features": element_feature_fingerprint(
                            module.atom_features.cpu().numpy()),
-                       "element_features_name": getattr(module, "element_features_name", "skcgcnn")},
+                       "element_features_name": getattr(module, "element_features_name",
+                                                        "skcgcnn")},
         "target_normalization": estimator.target_normalization,
         "skcgcnn_version": __version__,
     }
