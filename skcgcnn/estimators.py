@@ -16,8 +16,8 @@ from sklearn.utils import check_random_state
 from .callbacks import ColumnMAE, CosineLR, ReleaseMemory, limit_onednn_caches
 from .data import GraphDataset, GraphLoader
 from .embedding import crystal_embeddings
-from .graph import CrystalGraphTransformer, _as_list, _graph_array_or_none
 from .features import ELEMENT_TABLES, element_feature_fingerprint, resolve_element_features
+from .graph import CrystalGraphTransformer, _as_list, _graph_array_or_none
 from .model import CGCNN, resolve_conv_dtype
 from .modelfile import network_source
 from .target import TARGET_NORMALIZATIONS, denormalize, fit_target_stats, normalize
@@ -281,6 +281,12 @@ class CGCNNMixin:
             One array per crystal, of shape (n_atoms,) or (n_atoms,
             n_targets), float64, in the order of the crystal's sites.
 
+        Raises
+        ------
+        ValueError
+            The network pools atom vectors (``pooling="mean"``), or its outputs
+            are not an affine map of the target (``target_normalization="tanh"``).
+
         Examples
         --------
         >>> import numpy as np
@@ -293,12 +299,6 @@ class CGCNNMixin:
         >>> na_cl = model.site_contributions(X[:1])[0]  # Na, then Cl
         >>> na_cl.shape, bool(np.isclose(na_cl.mean(), model.predict(X[:1])[0]))
         ((2,), True)
-
-        Raises
-        ------
-        ValueError
-            The network pools atom vectors (``pooling="mean"``), or its outputs
-            are not an affine map of the target (``target_normalization="tanh"``).
         """
         self.check_is_fitted()
         if self.module_.hparams.get("pooling") != "site":
@@ -745,6 +745,13 @@ class TransferCGCNNRegressor(TransferMixin, CGCNNRegressor):
     radius, max_num_nbr : float, int or None, default=None
         Featurizer settings, taken from the model card; graphs built with
         other settings are refused.
+    element_features : None or as in CGCNNRegressor, default=None
+        The element table comes with the pretrained network (an imported
+        original CGCNN model brings its 92-column ``atom_init.json``); a
+        table given here that differs from it raises.
+    pooling : {"mean", "site"}, default="mean"
+        As in :class:`CGCNNRegressor`; with ``head="keep"`` it must be the
+        pretrained model's.
     **kwargs
         Every other parameter of :class:`CGCNNRegressor`.
 
