@@ -236,16 +236,35 @@ def test_import_cgcnn_predicts_as_the_original_and_round_trips(tmp_path, crystal
     torch.testing.assert_close(tl.module_.atom_features, torch.as_tensor(table.copy()))
 
 
-def test_import_cgcnn_refuses_other_tables_and_classifiers(tmp_path):
+def test_import_cgcnn_refuses_other_tables(tmp_path):
     from skcgcnn.pretrained import import_cgcnn
 
     path = write_checkpoint(make_original(), tmp_path / "m.pth.tar")
     with pytest.raises(ValueError, match="reads 92 element features per atom.*91 columns"):
         import_cgcnn(path, element_features="skcgcnn")
-    clf = write_checkpoint(make_original(classification=True, n_h=1), tmp_path / "c.pth.tar",
-                           task="classification")
-    with pytest.raises(NotImplementedError, match="classification checkpoint"):
-        import_cgcnn(clf)
+
+
+def test_import_cgcnn_classification(tmp_path, crystals):
+    """A classifier where skcgcnn has one (its probabilities are the original's), else a
+    clear NotImplementedError."""
+    import importlib.util
+
+    from skcgcnn.pretrained import import_cgcnn
+
+    atoms, graphs = crystals
+    net = make_original(classification=True, n_h=1)
+    path = write_checkpoint(net, tmp_path / "c.pth.tar", task="classification", mean=0.0,
+                            std=1.0, best_mae_error=np.float64(0.9))
+    if importlib.util.find_spec("skcgcnn.classifiers") is None:
+        with pytest.raises(NotImplementedError, match="classification checkpoint"):
+            import_cgcnn(path)
+        return
+    model = import_cgcnn(path)
+    assert list(model.classes_) == [0, 1] and model.card_["task"] == "classification"
+    table = resolve_element_features("cgcnn")[0]
+    with torch.no_grad():
+        expected = net(*original_inputs(graphs, table)).exp().double().numpy()
+    np.testing.assert_allclose(model.predict_proba(atoms), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_cli_import_cgcnn_writes_a_model_that_predicts(tmp_path, crystals, capsys):

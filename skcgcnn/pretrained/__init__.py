@@ -207,16 +207,18 @@ def import_cgcnn(path, *, element_features="cgcnn", radius=8.0, max_num_nbr=12,
 
     Returns
     -------
-    estimator : CGCNNRegressor
+    estimator : CGCNNRegressor or CGCNNClassifier
         Fitted, in eval mode; ``card_`` holds its model card, with
         ``imported_from`` (the file's name, SHA-256, epoch, validation error
-        and training arguments).
+        and training arguments). A classification checkpoint gives a
+        classifier with ``classes_`` 0 and 1 (class 1 is "metal" for the
+        published ``semi-metal-classification``), where skcgcnn has one.
 
     Raises
     ------
     NotImplementedError
-        A classification checkpoint (``--task classification``) while
-        skcgcnn has no CGCNN classifier.
+        A classification checkpoint (``--task classification``) in a
+        version of skcgcnn without ``CGCNNClassifier``.
     ValueError
         A file that is not a CGCNN checkpoint, needs code to load, or does
         not match ``element_features`` or ``radius``.
@@ -243,10 +245,14 @@ def import_cgcnn(path, *, element_features="cgcnn", radius=8.0, max_num_nbr=12,
 
     ckpt = read_cgcnn_checkpoint(path, radius=radius)
     where = os.fspath(path)
-    if ckpt["task"] == "classification":
-        raise NotImplementedError(
-            f"{where!r} is a classification checkpoint (--task classification); skcgcnn "
-            "imports regression checkpoints until its CGCNN classifier exists")
+    classification = ckpt["task"] == "classification"
+    if classification:
+        try:
+            from ..classifiers import CGCNNClassifier  # noqa: F401
+        except ImportError:
+            raise NotImplementedError(
+                f"{where!r} is a classification checkpoint (--task classification); this "
+                "version of skcgcnn has no CGCNNClassifier to import it into") from None
     table, table_name = resolve_element_features(element_features)
     if table.shape[1] != ckpt["orig_atom_fea_len"]:
         raise ValueError(
@@ -255,7 +261,8 @@ def import_cgcnn(path, *, element_features="cgcnn", radius=8.0, max_num_nbr=12,
             "atom_init.json the model was trained with")
     with open(where, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
-    arch = {**ckpt["architecture"], "n_targets": 1, "pooling": "mean"}
+    # a classifier: one logit per class (the original's LogSoftmax only normalises them)
+    arch = {**ckpt["architecture"], "n_targets": ckpt["n_out"], "pooling": "mean"}
     network = CGCNN(**arch, element_features=table)
     state = network.state_dict()
     unexpected = sorted(set(ckpt["state"]) - set(state))
@@ -281,6 +288,8 @@ def import_cgcnn(path, *, element_features="cgcnn", radius=8.0, max_num_nbr=12,
                           "training_args": ckpt["args"]},
         "skcgcnn_version": __version__,
     }
+    if classification:  # class 1 is the positive class of the original's id_prop.csv
+        full.update(task="classification", classes=list(range(ckpt["n_out"])))
     if published:
         full.update(target=published[1], units=published[2],
                     data="Materials Project (2017 snapshot used by the CGCNN paper)",
