@@ -1,6 +1,6 @@
 """
 Per-site contributions: which atoms make a crystal stiff
-=======================================================
+========================================================
 
 Xie & Grossman's site-contribution model applies the network's head to every atom's
 vector and predicts the mean of these per-atom values, instead of applying the head to the
