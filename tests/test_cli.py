@@ -317,7 +317,7 @@ def test_errors_are_one_line_with_status_2(folder, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["featurize", "train", "finetune", "predict",
-                                     "pretrained", "compare"])
+                                     "pretrained", "compare", "import-cgcnn"])
 def test_help_has_examples(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
@@ -390,3 +390,22 @@ def test_bad_ensemble_size_is_one_line(folder, tmp_path, capsys):
         main(["train", str(root), "-o", str(tmp_path / "m.pt"), "--ensemble", "1", *FAST])
     assert exc.value.code == 2
     assert "n_estimators must be an int of at least 2" in capsys.readouterr().err
+
+
+def test_element_features_and_pooling_options(folder, tmp_path):
+    args = build_parser().parse_args(["train", "data/", "-o", "m.pt", "--element-features",
+                                      "cgcnn", "--pooling", "site"])
+    params = _estimator(args, finetune=False).get_params()
+    assert (params["element_features"], params["pooling"]) == ("cgcnn", "site")
+    args = build_parser().parse_args(["finetune", "data/", "-o", "m.pt", "--pooling", "site"])
+    assert _estimator(args, finetune=True).pooling == "site"
+    with pytest.raises(SystemExit):  # a fine-tuned model reads its source's table
+        build_parser().parse_args(["finetune", "data/", "-o", "m.pt", "--element-features",
+                                   "cgcnn"])
+    root, _ = folder
+    out = tmp_path / "m"
+    assert main(["train", str(root), "-o", str(out), "--element-features", "cgcnn",
+                 "--pooling", "site", "--epochs", "2", "--batch-size", "4", "-q"]) == 0
+    card = json.loads((tmp_path / "m.json").read_text())
+    assert card["featurizer"]["element_features_name"] == "cgcnn"
+    assert card["architecture"]["pooling"] == "site"
