@@ -88,9 +88,12 @@ def report():
     print()
     for row, base, where in PAIRS:
         other = protocol if where == "protocol" else here
-        both = pd.concat([here[here.model == row], other[other.model == base]])
-        if both.model.nunique() < 2:
+        mine, theirs = here[here.model == row], other[other.model == base]
+        shared = set(mine.trial) & set(theirs.trial)
+        if len(shared) < 2:
             continue
+        both = pd.concat([mine, theirs])
+        both = both[both.trial.isin(shared)].drop_duplicates(["model", "trial"], keep="last")
         t, p = paired_ttest(both, row, base)
         a, b = (both[both.model == m].test_mae.mean() for m in (row, base))
         print(f"{row}: {a:.4f} vs {base} {b:.4f} log10 GPa "
