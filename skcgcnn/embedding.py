@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -82,13 +81,10 @@ def crystal_embeddings(module, graphs, layer="pooled", batch_size=256, device="c
         with torch.inference_mode():
             for Xb, _ in loader:
                 Xb = {k: v.to(device) for k, v in Xb.items()}
-                pooled = module.crystal_features(**Xb)
                 if layer == "pooled":
-                    parts.append(pooled.cpu().numpy())
+                    parts.append(module.crystal_features(**Xb).cpu().numpy())
                     continue
-                h = F.softplus(module.conv_to_fc(F.softplus(pooled)))
-                for fc in module.fcs:
-                    h = F.softplus(fc(h))
+                pooled, h = module.crystal_hidden(**Xb)
                 out = h if layer == "hidden" else torch.cat([pooled, h], dim=1)
                 parts.append(out.cpu().numpy())
     finally:

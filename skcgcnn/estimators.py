@@ -17,6 +17,7 @@ from sklearn.utils import check_random_state
 from .callbacks import ColumnMAE, CosineLR, ReleaseMemory, limit_onednn_caches
 from .data import GraphDataset, GraphLoader
 from .embedding import crystal_embeddings
+from .features import ELEMENT_TABLES, element_feature_fingerprint, resolve_element_features
 from .graph import CrystalGraphTransformer, _as_list, _graph_array_or_none
 from .model import CGCNN, resolve_conv_dtype
 from .modelfile import network_source
@@ -81,7 +82,9 @@ class CGCNNMixin:
         return dict(atom_fea_len=self.atom_fea_len, n_conv=self.n_conv,
                     h_fea_len=self.h_fea_len, n_h=self.n_h, radius=self.radius,
                     conv_dtype=resolve_conv_dtype(self.conv_dtype, self.device),
-                    n_targets=self._n_targets())
+                    n_targets=self._n_targets(),
+                    element_features=getattr(self, "element_features", None),
+                    pooling=getattr(self, "pooling", "mean"))
 
     def initialize_module(self):
         """Build the :class:`~skcgcnn.model.CGCNN` from the estimator's parameters."""
@@ -212,7 +215,30 @@ class CGCNNMixin:
                     f"graph at index {i} was built with radius={g.radius}, "
                     f"max_num_nbr={g.max_num_nbr}, but this model uses radius={radius}, "
                     f"max_num_nbr={max_num_nbr}; build the graphs with the same settings")
+        self._check_elements(graphs)
         return graphs
+
+    def _check_elements(self, graphs):
+        """Raise for an element that a custom ``element_features`` table has no row for.
+
+        skcgcnn's and the original CGCNN's tables cover Z = 1 to 100 (larger
+        Z is refused when the graphs are built); a file or an array may not,
+        and its all-zero row would silently stand for the element.
+        """
+        spec = getattr(self, "element_features", None)
+        if spec is None or (isinstance(spec, str) and spec in ELEMENT_TABLES):
+            return
+        if getattr(self, "initialized_", False) and hasattr(self, "module_"):
+            table = self.module_.atom_features.cpu().numpy()
+        else:
+            table = resolve_element_features(spec)[0]
+        missing = ~table.any(axis=1)
+        for i, g in enumerate(graphs):
+            bad = np.unique(g.numbers[missing[g.numbers.astype(np.int64)]])
+            if len(bad):
+                raise ValueError(
+                    f"crystal at index {i} holds element(s) Z={bad.tolist()} that "
+                    "element_features gives no features (an all-zero row); add them to the table")
 
     def check_data(self, X, y=None):
         """Data were checked in :meth:`fit`; skorch's own checks assume arrays."""
@@ -264,6 +290,70 @@ class CGCNNMixin:
         self.module_.eval()
         return crystal_embeddings(self.module_, self._graphs(X), "pooled", self.batch_size,
                                   self.device)
+
+    def site_contributions(self, X):
+        """Each atom's contribution to the prediction of each crystal.
+
+        Needs a network fitted with ``pooling="site"`` (Xie & Grossman's
+        site-contribution model): its head maps every atom's vector to an
+        output, and the prediction is the mean over the crystal's atoms. For a
+        regressor the contributions are those outputs in the target's own
+        units (the target normalisation inverted atom by atom), so their mean
+        per crystal equals ``predict``'s value.
+
+        Parameters
+        ----------
+        X : sequence of CrystalGraph, Structure, ase.Atoms or paths
+
+        Returns
+        -------
+        contributions : list of ndarray
+            One array per crystal, of shape (n_atoms,) or (n_atoms,
+            n_targets), float64, in the order of the crystal's sites.
+
+        Raises
+        ------
+        ValueError
+            The network pools atom vectors (``pooling="mean"``), or its outputs
+            are not an affine map of the target (``target_normalization="tanh"``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ase.build import bulk
+        >>> from skcgcnn import CGCNNRegressor
+        >>> X = [bulk("NaCl", "rocksalt", a=a) for a in np.linspace(5.4, 5.8, 8)]
+        >>> y = np.linspace(5.4, 5.8, 8) ** 3 / 8  # volume per atom, angstrom^3
+        >>> model = CGCNNRegressor(pooling="site", max_epochs=3, batch_size=4,
+        ...                        random_state=0).fit(X, y)
+        >>> na_cl = model.site_contributions(X[:1])[0]  # Na, then Cl
+        >>> na_cl.shape, bool(np.isclose(na_cl.mean(), model.predict(X[:1])[0]))
+        ((2,), True)
+        """
+        self.check_is_fitted()
+        if self.module_.hparams.get("pooling") != "site":
+            raise ValueError(
+                "site_contributions needs a model fitted with pooling='site' (the head applied "
+                f"to every atom, then averaged); this one has pooling="
+                f"{self.module_.hparams.get('pooling')!r}, whose head sees only the averaged "
+                "atom vectors")
+        graphs = self._graphs(X)
+        loader = GraphLoader(GraphDataset(graphs), batch_size=int(self.batch_size))
+        training, parts = self.module_.training, []
+        self.module_.eval()
+        try:
+            with torch.inference_mode():
+                for Xb, _ in loader:
+                    Xb = {k: v.to(self.device) for k, v in Xb.items()}
+                    parts.append(self.module_.site_outputs(**Xb).double().cpu().numpy())
+        finally:
+            self.module_.train(training)
+        sites = self._site_units(np.concatenate(parts))
+        return np.split(sites, np.cumsum([g.n_atoms for g in graphs])[:-1])
+
+    def _site_units(self, outputs):
+        """Per-atom network outputs in the units of the contributions (here: as they are)."""
+        return outputs
 
 
 
@@ -358,6 +448,22 @@ class CGCNNRegressor(CGCNNMixin, NeuralNetRegressor):
         Torch device, e.g. ``"cuda"``.
     verbose : int, default=0
         1 prints skorch's table of losses per epoch.
+    element_features : None, "skcgcnn", "cgcnn", path or array-like, default=None
+        The element table the atoms are described by
+        (:func:`~skcgcnn.features.resolve_element_features`): ``None`` or
+        ``"skcgcnn"``, skcgcnn's 91-column one-hot table computed from
+        pymatgen; ``"cgcnn"``, the original CGCNN's ``atom_init.json`` (92
+        columns, bundled under its MIT licence); the path of an
+        ``atom_init.json`` of your own; or an array with row ``z`` for element
+        ``z``. The table is saved with the weights and its name and
+        fingerprint in the model card; an element whose row in a custom table
+        is all zeros raises. The user guide shows how to build a table from
+        pymatgen's element data.
+    pooling : {"mean", "site"}, default="mean"
+        ``"mean"``: average the atom vectors, then the head (the paper's eq. 4
+        and 5). ``"site"``: the head on every atom, then the average of its
+        outputs (Xie & Grossman's site contributions), which
+        :meth:`site_contributions` returns per atom.
     **kwargs
         Any other skorch ``NeuralNet`` parameter (``callbacks``,
         ``iterator_train__num_workers``, ``warm_start``, ...).
@@ -366,7 +472,7 @@ class CGCNNRegressor(CGCNNMixin, NeuralNetRegressor):
     ----------
     module_ : CGCNN
         The fitted network; its buffers ``target_mean`` and ``target_scale``
-        hold the normalisation statistics.
+        hold the normalisation statistics, ``atom_features`` the element table.
     history_ : skorch History
         Losses per epoch (``train_loss`` and ``valid_loss``, MAE of the
         normalised target).
@@ -391,14 +497,16 @@ class CGCNNRegressor(CGCNNMixin, NeuralNetRegressor):
                  lr_decay_epoch=100, lr_decay=0.1, lr_schedule="step", batch_size=256,
                  max_epochs=500,
                  validation_fraction=0.2, n_iter_no_change=None, radius=8.0,
-                 max_num_nbr=12, random_state=None, device="cpu", verbose=0, **kwargs):
+                 max_num_nbr=12, random_state=None, device="cpu", verbose=0,
+                 element_features=None, pooling="mean", **kwargs):
         kwargs = self._store_params(dict(
             atom_fea_len=atom_fea_len, n_conv=n_conv, h_fea_len=h_fea_len, n_h=n_h,
             conv_dtype=conv_dtype, target_normalization=target_normalization,
             momentum=momentum, weight_decay=weight_decay, lr_decay_epoch=lr_decay_epoch,
             lr_decay=lr_decay, lr_schedule=lr_schedule,
             validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change,
-            radius=radius, max_num_nbr=max_num_nbr, random_state=random_state),
+            radius=radius, max_num_nbr=max_num_nbr, random_state=random_state,
+            element_features=element_features, pooling=pooling),
             kwargs, torch.nn.L1Loss)
         super().__init__(lr=lr, batch_size=batch_size, max_epochs=max_epochs,
                          device=device, verbose=verbose, **kwargs)
@@ -489,6 +597,19 @@ class CGCNNRegressor(CGCNNMixin, NeuralNetRegressor):
     def _denormalize(self, y):
         return denormalize(y, *self._target_stats(), self.target_normalization)
 
+    def _site_units(self, outputs):
+        """Per-atom outputs in the target's units: the normalisation's affine inverse.
+
+        Only an affine map keeps the mean of the atoms' values equal to the
+        crystal's prediction, so ``target_normalization="tanh"`` is refused.
+        """
+        if self.target_normalization == "tanh":
+            raise ValueError(
+                "site contributions in the target's units need an affine target "
+                "normalisation ('standard' or None): with 'tanh' the mean of the atoms' "
+                "values would not be the crystal's prediction")
+        return self._denormalize(outputs)
+
     def get_loss(self, y_pred, y_true, X=None, training=False):
         """The criterion over the labelled entries: NaN targets (missing labels) are masked."""
         y_true = torch.as_tensor(y_true, device=y_pred.device)
@@ -547,6 +668,19 @@ class TransferMixin:
         self._check_as_pretrained(("radius", "max_num_nbr"), card)
         return card["radius"], card["max_num_nbr"]
 
+    def _source_element_features(self, source):
+        """The source's element table; an ``element_features`` given must be the same."""
+        table = source.atom_features.cpu().numpy()
+        given = getattr(self, "element_features", None)
+        if given is not None:
+            mine = element_feature_fingerprint(resolve_element_features(given)[0])
+            if mine != element_feature_fingerprint(table):
+                raise ValueError(
+                    f"element_features={given!r} differs from the table the pretrained model "
+                    f"was trained with ({getattr(source, 'element_features_name', 'array')!r}, "
+                    f"{element_feature_fingerprint(table)!r}); leave it None")
+        return table
+
     def _frozen_modules(self, module):
         f = self.freeze
         if f is None:
@@ -570,6 +704,13 @@ class TransferMixin:
         arch = {k: source.hparams[k] for k in ("atom_fea_len", "n_conv", "radius")}
         arch["conv_dtype"] = resolve_conv_dtype(self.conv_dtype, self.device)
         self._check_as_pretrained(("atom_fea_len", "n_conv"), arch)
+        arch["element_features"] = self._source_element_features(source)
+        arch["pooling"] = getattr(self, "pooling", "mean")
+        source_pooling = source.hparams.get("pooling", "mean")
+        if self.head == "keep" and arch["pooling"] != source_pooling:
+            raise ValueError(f"head='keep' keeps a head trained with pooling={source_pooling!r}, "
+                             f"but pooling={arch['pooling']!r} was given; pass "
+                             f"pooling={source_pooling!r} or head='new'")
         if self.head == "keep":
             arch.update(h_fea_len=source.hparams["h_fea_len"], n_h=source.hparams["n_h"],
                         n_targets=source.hparams.get("n_targets", 1))
@@ -586,6 +727,7 @@ class TransferMixin:
         missing, unexpected = module.load_state_dict(state, strict=False)
         if unexpected:
             raise ValueError(f"pretrained model has parameters this network lacks: {unexpected[:5]}")
+        module.element_features_name = getattr(source, "element_features_name", "array")
         self.transferred_ = sorted(state)
         frozen = self._frozen_modules(module)
         module.freeze(frozen)
@@ -644,6 +786,13 @@ class TransferCGCNNRegressor(TransferMixin, CGCNNRegressor):
     radius, max_num_nbr : float, int or None, default=None
         Featurizer settings, taken from the model card; graphs built with
         other settings are refused.
+    element_features : None or as in CGCNNRegressor, default=None
+        The element table comes with the pretrained network (an imported
+        original CGCNN model brings its 92-column ``atom_init.json``); a
+        table given here that differs from it raises.
+    pooling : {"mean", "site"}, default="mean"
+        As in :class:`CGCNNRegressor`; with ``head="keep"`` it must be the
+        pretrained model's.
     **kwargs
         Every other parameter of :class:`CGCNNRegressor`.
 

@@ -8,10 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .features import N_ATOM_FEATURES, element_feature_table
+from .features import resolve_element_features
 
 __all__ = ["CGCNN", "GatedConv", "gaussian_expansion", "uniform_neighbors",
-           "resolve_conv_dtype", "CONV_DTYPES"]
+           "resolve_conv_dtype", "CONV_DTYPES", "POOLINGS"]
+
+#: ``pooling`` values of :class:`CGCNN`: average the atom vectors, then the head
+#: (eq. 4); or the head on every atom, then average its outputs (site contributions).
+POOLINGS = ("mean", "site")
 
 #: ``conv_dtype`` values of :class:`CGCNN` and the autocast dtype of each.
 CONV_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
@@ -235,11 +239,28 @@ class CGCNN(nn.Module):
         more give (n_crystals, n_targets) (a multi-property model); the
         buffers ``target_mean`` and ``target_scale`` then have one entry per
         target.
+    element_features : None, "skcgcnn", "cgcnn", path or array-like, default=None
+        The element table the embedding reads
+        (:func:`~skcgcnn.features.resolve_element_features`): skcgcnn's own
+        (91 columns), the original CGCNN's ``atom_init.json`` (92 columns),
+        the path of an ``atom_init.json``, or an array with rows by atomic
+        number. It becomes the ``atom_features`` buffer; the embedding's
+        input width is its number of columns.
+    pooling : {"mean", "site"}, default="mean"
+        ``"mean"``: average the atom vectors after the last convolution,
+        then apply the head (eq. 4 and 5). ``"site"``: apply the head to every
+        atom's vector and average the per-atom outputs, Xie & Grossman's
+        site-contribution model; :meth:`site_outputs` returns the per-atom
+        outputs, whose mean per crystal is the prediction.
 
     Attributes
     ----------
     hparams : dict
-        The constructor's architecture arguments (``gaussian_step`` aside).
+        The constructor's architecture arguments (``gaussian_step`` and
+        ``element_features`` aside: the table is the ``atom_features``
+        buffer).
+    element_features_name : str
+        ``"skcgcnn"``, ``"cgcnn"``, the path given, or ``"array"``.
 
     Notes
     -----
@@ -250,23 +271,27 @@ class CGCNN(nn.Module):
     """
 
     def __init__(self, atom_fea_len=64, n_conv=3, h_fea_len=128, n_h=1,
-                 radius=8.0, gaussian_step=0.2, conv_dtype="float32", n_targets=1):
+                 radius=8.0, gaussian_step=0.2, conv_dtype="float32", n_targets=1,
+                 element_features=None, pooling="mean"):
         super().__init__()
         if conv_dtype not in CONV_DTYPES:
             raise ValueError(f"conv_dtype must be one of {tuple(CONV_DTYPES)}, got {conv_dtype!r}")
         self.conv_dtype = conv_dtype
         if int(n_targets) < 1:
             raise ValueError(f"n_targets must be at least 1, got {n_targets!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.hparams = dict(atom_fea_len=atom_fea_len, n_conv=n_conv, h_fea_len=h_fea_len,
-                            n_h=n_h, radius=radius, n_targets=int(n_targets))
-        self.register_buffer("atom_features", torch.from_numpy(element_feature_table().copy()))
+                            n_h=n_h, radius=radius, n_targets=int(n_targets), pooling=pooling)
+        table, self.element_features_name = resolve_element_features(element_features)
+        self.register_buffer("atom_features", torch.from_numpy(table.copy()))
         centers = torch.arange(0.0, radius + gaussian_step / 2, gaussian_step)
         self.register_buffer("gaussian_centers", centers)
         stats_shape = () if n_targets == 1 else (int(n_targets),)
         self.register_buffer("target_mean", torch.zeros(stats_shape, dtype=torch.float64))
         self.register_buffer("target_scale", torch.ones(stats_shape, dtype=torch.float64))
         self.gaussian_step = gaussian_step
-        self.embedding = nn.Linear(N_ATOM_FEATURES, atom_fea_len)
+        self.embedding = nn.Linear(table.shape[1], atom_fea_len)
         self.convs = nn.ModuleList(GatedConv(atom_fea_len, len(centers)) for _ in range(n_conv))
         self.conv_to_fc = nn.Linear(atom_fea_len, h_fea_len)
         self.fcs = nn.ModuleList(nn.Linear(h_fea_len, h_fea_len) for _ in range(n_h - 1))
@@ -290,8 +315,8 @@ class CGCNN(nn.Module):
             m.eval()  # frozen batch-norm statistics must not drift
         return self
 
-    def crystal_features(self, numbers, centers, neighbors, distances, crystal, n_atoms):
-        """Pooled crystal vectors (eq. 4), shape (n_crystals, atom_fea_len)."""
+    def atom_vectors(self, numbers, centers, neighbors, distances):
+        """Atom vectors after the last convolution, shape (n_atoms, atom_fea_len), float32."""
         dtype = CONV_DTYPES[self.conv_dtype]
         with torch.autocast(numbers.device.type, dtype=dtype, enabled=dtype is not None):
             atom_fea = self.embedding(self.atom_features).index_select(0, numbers)
@@ -299,15 +324,73 @@ class CGCNN(nn.Module):
             n_nbr = uniform_neighbors(centers, len(numbers))
             for conv in self.convs:
                 atom_fea = conv(atom_fea, bond_fea, centers, neighbors, n_nbr)
-        atom_fea = atom_fea.float()
-        pooled = atom_fea.new_zeros(len(n_atoms), atom_fea.shape[1]).index_add_(0, crystal, atom_fea)
-        return pooled / n_atoms.clamp(min=1).to(pooled.dtype)[:, None]
+        return atom_fea.float()
+
+    @staticmethod
+    def _mean_per_crystal(x, crystal, n_atoms):
+        pooled = x.new_zeros(len(n_atoms), *x.shape[1:]).index_add_(0, crystal, x)
+        return pooled / n_atoms.clamp(min=1).to(pooled.dtype).view(-1, *[1] * (x.dim() - 1))
+
+    def crystal_features(self, numbers, centers, neighbors, distances, crystal, n_atoms):
+        """Pooled crystal vectors (eq. 4), shape (n_crystals, atom_fea_len)."""
+        atom_fea = self.atom_vectors(numbers, centers, neighbors, distances)
+        return self._mean_per_crystal(atom_fea, crystal, n_atoms)
+
+    def hidden(self, x):
+        """The head's hidden layers, after their softplus, on vectors ``x``."""
+        h = F.softplus(self.conv_to_fc(F.softplus(x)))
+        for fc in self.fcs:
+            h = F.softplus(fc(h))
+        return h
+
+    def crystal_hidden(self, numbers, centers, neighbors, distances, crystal, n_atoms):
+        """Pooled crystal vectors and the head's last hidden layer per crystal.
+
+        With ``pooling="site"`` the hidden layer is the mean of the atoms'
+        hidden vectors, the input of the (linear) output layer's average.
+
+        Returns
+        -------
+        pooled : torch.Tensor of shape (n_crystals, atom_fea_len)
+        hidden : torch.Tensor of shape (n_crystals, h_fea_len)
+        """
+        atom_fea = self.atom_vectors(numbers, centers, neighbors, distances)
+        pooled = self._mean_per_crystal(atom_fea, crystal, n_atoms)
+        if self.hparams.get("pooling", "mean") == "site":
+            return pooled, self._mean_per_crystal(self.hidden(atom_fea), crystal, n_atoms)
+        return pooled, self.hidden(pooled)
+
+    def _out(self, out):
+        return out.squeeze(-1) if self.hparams["n_targets"] == 1 else out
+
+    def site_outputs(self, numbers, centers, neighbors, distances, crystal=None, n_atoms=None):
+        """Normalised per-atom outputs of a ``pooling="site"`` network.
+
+        Their mean over each crystal's atoms is :meth:`forward`'s prediction.
+
+        Returns
+        -------
+        outputs : torch.Tensor of shape (n_atoms,) or (n_atoms, n_targets)
+
+        Raises
+        ------
+        ValueError
+            The network pools atom vectors (``pooling="mean"``): its head never
+            sees single atoms, so it has no per-atom outputs.
+        """
+        pooling = self.hparams.get("pooling", "mean")
+        if pooling != "site":
+            raise ValueError("per-site outputs need a network built with pooling='site'; this "
+                             f"one has pooling={pooling!r}, whose head sees only the averaged "
+                             "atom vectors")
+        atom_fea = self.atom_vectors(numbers, centers, neighbors, distances)
+        return self._out(self.fc_out(self.hidden(atom_fea)))
 
     def forward(self, numbers, centers, neighbors, distances, crystal, n_atoms):
         """Normalised predictions, shape (n_crystals,) or (n_crystals, n_targets)."""
-        h = F.softplus(self.conv_to_fc(F.softplus(
-            self.crystal_features(numbers, centers, neighbors, distances, crystal, n_atoms))))
-        for fc in self.fcs:
-            h = F.softplus(fc(h))
-        out = self.fc_out(h)
-        return out.squeeze(-1) if self.hparams["n_targets"] == 1 else out
+        atom_fea = self.atom_vectors(numbers, centers, neighbors, distances)
+        if self.hparams.get("pooling", "mean") == "site":
+            out = self._mean_per_crystal(self.fc_out(self.hidden(atom_fea)), crystal, n_atoms)
+        else:
+            out = self.fc_out(self.hidden(self._mean_per_crystal(atom_fea, crystal, n_atoms)))
+        return self._out(out)

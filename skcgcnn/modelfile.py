@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 
 __all__ = ["PRETRAINED_DIR", "ARCHITECTURE_KEYS", "ModelCards", "list_pretrained",
-           "model_paths", "resolve_model", "read_card", "load_pretrained", "network_source"]
+           "model_paths", "resolve_model", "read_card", "load_pretrained", "network_source",
+           "card_architecture", "check_element_features", "build_network"]
 
 #: Folder of the bundled models (package data of :mod:`skcgcnn.pretrained`).
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -206,37 +207,110 @@ def read_card(name_or_path):
 
 
 def card_architecture(card, where):
-    """The network's constructor arguments from a card (``where`` names it in errors)."""
+    """The network's constructor arguments from a card (``where`` names it in errors).
+
+    Cards written before ``pooling`` existed describe mean-pooled networks.
+    """
+    from .model import POOLINGS
+
     try:
         arch = {k: card["architecture"][k] for k in ARCHITECTURE_KEYS}
         arch["n_targets"] = int(card["architecture"].get("n_targets", 1))
+        arch["pooling"] = card["architecture"].get("pooling", "mean")
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"model card of {where!r} is not a valid skcgcnn card: "
                          f"missing or bad entry {exc}") from exc
+    if arch["pooling"] not in POOLINGS:
+        raise ValueError(f"model card of {where!r} is not a valid skcgcnn card: pooling "
+                         f"{arch['pooling']!r} is not one of {POOLINGS}")
     return arch
 
 
-def check_element_features(card, where):
-    """Raise unless the card's element features are this installation's."""
-    from .features import element_feature_fingerprint
+def check_element_features(card, where, table=None):
+    """Check the element table a model card declares, and the one its weights carry.
 
-    fingerprint = card.get("featurizer", {}).get("element_features")
-    if fingerprint != element_feature_fingerprint():
-        raise ValueError(
-            f"model {where!r} was trained with element features {fingerprint!r}, but this "
-            f"installation computes {element_feature_fingerprint()!r}; its weights would read "
-            "the wrong atom features")
+    A card's ``featurizer`` holds ``element_features`` (the fingerprint of the
+    table the model was trained with, :func:`~skcgcnn.features.element_feature_fingerprint`)
+    and ``element_features_name`` (``"skcgcnn"``, ``"cgcnn"``, a path or
+    ``"array"``; cards without it were trained with ``"skcgcnn"``). A named
+    table must be the one this installation builds under that name; the
+    table in the weights (the network's ``atom_features`` buffer), when
+    given, must be the one the card declares. A custom table (a path or an
+    array) travels in the weights, so it needs no file at load time.
+
+    Parameters
+    ----------
+    card : dict
+        The model card.
+    where : str
+        The model file, named in errors.
+    table : array-like or torch.Tensor, optional
+        The ``atom_features`` of the state dict.
+
+    Returns
+    -------
+    name : str
+        The table's name, as for ``element_features=``.
+
+    Raises
+    ------
+    ValueError
+        No fingerprint in the card, a named table that this installation
+        computes differently, or weights whose table is not the card's.
+
+    Examples
+    --------
+    >>> from skcgcnn.modelfile import check_element_features, read_card
+    >>> weights, card = read_card("mp-formation-energy")
+    >>> check_element_features(card, str(weights))
+    'skcgcnn'
+    >>> card["featurizer"]["element_features_name"] = "cgcnn"
+    >>> check_element_features(card, "mp-formation-energy")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: model 'mp-formation-energy' was trained with element features 'cgcnn' ...
+    """
+    from .features import ELEMENT_TABLES, element_feature_fingerprint, resolve_element_features
+
+    featurizer = card.get("featurizer")
+    featurizer = featurizer if isinstance(featurizer, dict) else {}
+    declared = featurizer.get("element_features")
+    name = featurizer.get("element_features_name", "skcgcnn")
+    if not isinstance(declared, str):
+        raise ValueError(f"model card of {where!r} declares no element features (the "
+                         "featurizer's 'element_features' fingerprint); it cannot be checked "
+                         "against the atom features its weights read")
+    if name in ELEMENT_TABLES:
+        expected = element_feature_fingerprint(resolve_element_features(name)[0])
+        if declared != expected:
+            raise ValueError(
+                f"model {where!r} was trained with element features {name!r} (fingerprint "
+                f"{declared!r}), but this installation's {name!r} table is {expected!r}; its "
+                "weights would read the wrong atom features")
+    if table is not None:
+        actual = element_feature_fingerprint(resolve_element_features(table)[0])
+        if actual != declared:
+            raise ValueError(
+                f"{where!r} carries element features {actual!r}, but its card declares "
+                f"{name!r} ({declared!r}); the weights and the card do not belong together")
+    return name
 
 
 def build_network(arch, state, where, conv_dtype="float32"):
     """A :class:`~skcgcnn.model.CGCNN` of ``arch`` with the parameters ``state``, in eval mode.
 
-    Raises ``ValueError`` naming ``where`` when ``state`` is not a network of
-    that architecture or carries other element features.
+    The element table is the state's ``atom_features`` (check it against
+    the card first with :func:`check_element_features`). Raises
+    ``ValueError`` naming ``where`` when ``state`` is not a network of that
+    architecture.
     """
     from .model import CGCNN
 
-    module = CGCNN(**arch, conv_dtype=conv_dtype)
+    table = state.get("atom_features")
+    try:
+        module = CGCNN(**arch, conv_dtype=conv_dtype, element_features=table)
+    except ValueError as exc:
+        raise ValueError(f"{where!r} does not hold a valid element table: {exc}") from exc
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -245,9 +319,6 @@ def build_network(arch, state, where, conv_dtype="float32"):
         raise ValueError(
             f"{where!r} does not hold a CGCNN of the card's architecture {arch}: "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, other shapes {wrong[:5]}")
-    if not (state["atom_features"] == expected["atom_features"]).all():
-        raise ValueError(f"{where!r} carries element features that differ from this "
-                         "installation's; it was trained with another featurizer")
     module.load_state_dict(state)
     return module.eval()
 
@@ -297,8 +368,11 @@ def load_pretrained(name_or_path, conv_dtype="auto"):
     conv_dtype = resolve_conv_dtype(conv_dtype)
     weights, card = read_card(name_or_path)
     arch = card_architecture(card, str(weights))
-    check_element_features(card, str(weights))
-    return build_network(arch, load_state_dict(weights), str(weights), conv_dtype), card
+    state = load_state_dict(weights)
+    name = check_element_features(card, str(weights), state.get("atom_features"))
+    module = build_network(arch, state, str(weights), conv_dtype)
+    module.element_features_name = name
+    return module, card
 
 
 def network_source(pretrained, conv_dtype="auto"):

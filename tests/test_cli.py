@@ -440,7 +440,7 @@ def test_a_file_that_is_not_a_model_says_so(folder, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["featurize", "train", "finetune", "predict",
-                                     "pretrained", "compare"])
+                                     "pretrained", "compare", "import-cgcnn"])
 def test_help_has_examples(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
@@ -541,3 +541,22 @@ def test_ensemble_epoch_tables_say_which_member(folder, tmp_path, capsys):
         mine = [line[len(f"[member {k}] "):] for line in lines if line.startswith(f"[member {k}]")]
         assert mine[0].split()[:3] == ["epoch", "train_loss", "valid_loss"]
         assert [row.split()[0] for row in mine[2:4]] == ["1", "2"]  # after header and rule
+
+
+def test_element_features_and_pooling_options(folder, tmp_path):
+    args = build_parser().parse_args(["train", "data/", "-o", "m.pt", "--element-features",
+                                      "cgcnn", "--pooling", "site"])
+    params = _estimator(args, finetune=False).get_params()
+    assert (params["element_features"], params["pooling"]) == ("cgcnn", "site")
+    args = build_parser().parse_args(["finetune", "data/", "-o", "m.pt", "--pooling", "site"])
+    assert _estimator(args, finetune=True).pooling == "site"
+    with pytest.raises(SystemExit):  # a fine-tuned model reads its source's table
+        build_parser().parse_args(["finetune", "data/", "-o", "m.pt", "--element-features",
+                                   "cgcnn"])
+    root, _ = folder
+    out = tmp_path / "m"
+    assert main(["train", str(root), "-o", str(out), "--element-features", "cgcnn",
+                 "--pooling", "site", "--epochs", "2", "--batch-size", "4", "-q"]) == 0
+    card = json.loads((tmp_path / "m.json").read_text())
+    assert card["featurizer"]["element_features_name"] == "cgcnn"
+    assert card["architecture"]["pooling"] == "site"

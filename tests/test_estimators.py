@@ -221,3 +221,136 @@ def test_warns_when_one_batch_holds_every_training_crystal(tiny):
         CGCNNRegressor(max_epochs=1, batch_size=n_train - 1, random_state=0).fit(graphs, y)
         CGCNNRegressor(max_epochs=1, batch_size=len(y) - 1, validation_fraction=None,
                        random_state=0).fit(graphs, y)
+
+
+# ------------------------------------------------------------ element_features and pooling
+
+def _custom_table(seed=0, width=12):
+    table = np.random.default_rng(seed).random((101, width))
+    table[0] = 0
+    return table
+
+
+@pytest.mark.parametrize("spec", ["cgcnn", "array", "file"])
+def test_element_features_round_trip_through_save_and_load(tiny, tmp_path, spec):
+    import json
+
+    from skcgcnn.features import element_feature_fingerprint, resolve_element_features
+    from skcgcnn.pretrained import load_estimator, save_pretrained
+
+    _, graphs, y = tiny
+    table = _custom_table()
+    if spec == "array":
+        element_features = table
+    elif spec == "file":
+        element_features = str(tmp_path / "atom_init.json")
+        with open(element_features, "w") as f:
+            json.dump({str(z): table[z].tolist() for z in range(1, 101)}, f)
+    else:
+        element_features = "cgcnn"
+    model = CGCNNRegressor(element_features=element_features, conv_dtype="float32",
+                           **FAST).fit(graphs, y)
+    expected = resolve_element_features(element_features)[0]
+    assert model.module_.embedding.in_features == expected.shape[1]
+    card = save_pretrained(model, tmp_path / "m")
+    assert card["featurizer"]["element_features"] == element_feature_fingerprint(expected)
+    assert card["featurizer"]["element_features_name"] == (
+        {"array": "array", "file": element_features}.get(spec, "cgcnn"))
+    loaded = load_estimator(tmp_path / "m", conv_dtype="float32")
+    np.testing.assert_array_equal(loaded.predict(graphs), model.predict(graphs))
+    np.testing.assert_array_equal(loaded.module_.atom_features.numpy(), expected)
+    # the rebuilt estimator refits with the same table (a file's table travels as an array)
+    refit = clone(loaded).set_params(max_epochs=1).fit(graphs, y)
+    np.testing.assert_array_equal(refit.module_.atom_features.numpy(), expected)
+
+
+def test_card_that_declares_another_table_is_refused(tiny, tmp_path):
+    import json
+
+    from skcgcnn.pretrained import load_estimator, save_pretrained
+
+    _, graphs, y = tiny
+    model = CGCNNRegressor(element_features="cgcnn", **FAST).fit(graphs, y)
+    save_pretrained(model, tmp_path / "m")
+    card_path = tmp_path / "m.json"
+    card = json.loads(card_path.read_text())
+    card["featurizer"]["element_features_name"] = "skcgcnn"  # claims the default table
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="trained with element features 'skcgcnn'"):
+        load_estimator(tmp_path / "m")
+    card["featurizer"].update(element_features_name="array",
+                              element_features="0123456789abcdef")
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="carries element features .* but its card declares"):
+        load_estimator(tmp_path / "m")
+
+
+def test_elements_missing_from_a_custom_table_raise(tiny):
+    atoms, graphs, y = tiny
+    table = _custom_table()
+    table[29] = 0  # no copper
+    with pytest.raises(ValueError, match=r"index 0 holds element\(s\) Z=\[29\]"):
+        CGCNNRegressor(element_features=table, **FAST).fit(graphs, y)
+
+
+def test_transfer_takes_the_sources_table_and_refuses_another(tiny):
+    from skcgcnn import TransferCGCNNRegressor
+
+    _, graphs, y = tiny
+    source = CGCNNRegressor(element_features="cgcnn", **FAST).fit(graphs, y)
+    tl = TransferCGCNNRegressor(pretrained=source, **FAST).fit(graphs, y)
+    assert tl.module_.element_features_name == "cgcnn"
+    assert tl.module_.embedding.in_features == 92
+    bad = TransferCGCNNRegressor(pretrained=source, element_features="skcgcnn", **FAST)
+    with pytest.raises(ValueError, match="differs from the table the pretrained model"):
+        bad.fit(graphs, y)
+    site = CGCNNRegressor(pooling="site", **FAST).fit(graphs, y)
+    with pytest.raises(ValueError, match="head='keep' keeps a head trained with pooling='site'"):
+        TransferCGCNNRegressor(pretrained=site, head="keep", **FAST).fit(graphs, y)
+    kept = TransferCGCNNRegressor(pretrained=site, head="keep", pooling="site", **FAST)
+    assert len(kept.fit(graphs, y).site_contributions(graphs)) == len(graphs)
+
+
+def test_site_contributions_average_to_the_prediction(tiny, tmp_path):
+    from skcgcnn.pretrained import load_estimator, save_pretrained
+
+    atoms, graphs, y = tiny
+    model = CGCNNRegressor(pooling="site", **FAST).fit(graphs, y + 10.0)
+    contributions = model.site_contributions(atoms)
+    assert [len(c) for c in contributions] == [len(a) for a in atoms]
+    np.testing.assert_allclose([c.mean() for c in contributions], model.predict(graphs),
+                               rtol=1e-6, atol=1e-6)
+    assert not np.allclose(contributions[2][0], contributions[2][1])  # Na and Cl differ
+    save_pretrained(model, tmp_path / "site")
+    loaded = load_estimator(tmp_path / "site")
+    assert loaded.module_.hparams["pooling"] == "site"
+    np.testing.assert_allclose([c.mean() for c in loaded.site_contributions(graphs)],
+                               loaded.predict(graphs), rtol=1e-6, atol=1e-6)
+
+
+def test_site_contributions_several_targets_and_refusals(tiny):
+    _, graphs, y = tiny
+    Y = np.column_stack([y, -2 * y])
+    model = CGCNNRegressor(pooling="site", **FAST).fit(graphs, Y)
+    contributions = model.site_contributions(graphs[:3])
+    assert contributions[2].shape == (2, 2)
+    np.testing.assert_allclose(np.stack([c.mean(0) for c in contributions]),
+                               model.predict(graphs[:3]), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="needs a model fitted with pooling='site'"):
+        CGCNNRegressor(**FAST).fit(graphs, y).site_contributions(graphs)
+    tanh = CGCNNRegressor(pooling="site", target_normalization="tanh", **FAST).fit(graphs, y)
+    with pytest.raises(ValueError, match="affine target normalisation"):
+        tanh.site_contributions(graphs)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        CGCNNRegressor(pooling="max", **FAST).fit(graphs, y)
+
+
+def test_new_parameters_clone_and_grid_search(tiny):
+    _, graphs, y = tiny
+    model = CGCNNRegressor(element_features=_custom_table(), pooling="site", **FAST)
+    params = clone(model).get_params()
+    assert params["pooling"] == "site" and params["element_features"].shape == (101, 12)
+    search = GridSearchCV(CGCNNRegressor(**FAST), {"pooling": ["mean", "site"],
+                                                   "element_features": [None, "cgcnn"]},
+                          cv=KFold(2), scoring="neg_mean_absolute_error").fit(graphs, y)
+    assert len(search.cv_results_["params"]) == 4

@@ -180,3 +180,71 @@ def test_table_cached_and_fingerprint_stable():
 ])
 def test_valence_electrons(structure, expected):
     assert _valence_electrons(structure) == expected
+
+
+# ------------------------------------------------------------------ element tables by name, file, array
+
+def test_cgcnn_table_is_the_original_atom_init():
+    import json
+
+    from skcgcnn.features import CGCNN_ATOM_INIT, resolve_element_features
+
+    table, name = resolve_element_features("cgcnn")
+    raw = json.loads(CGCNN_ATOM_INIT.read_text())
+    assert name == "cgcnn" and table.shape == (101, 92) and len(raw) == 100
+    for z in (1, 8, 26, 100):
+        np.testing.assert_array_equal(table[z], raw[str(z)])
+    assert not table[0].any() and not table.flags.writeable
+
+
+def test_atom_init_file_round_trip_and_missing_elements(tmp_path):
+    import json
+
+    from skcgcnn.features import read_atom_init, resolve_element_features
+
+    path = tmp_path / "atom_init.json"
+    path.write_text(json.dumps({"1": [1, 0, 0.5], "8": [0, 1, 2]}))
+    table, name = resolve_element_features(str(path))
+    assert name == str(path) and table.shape == (101, 3)
+    np.testing.assert_array_equal(table[8], [0, 1, 2])
+    assert not table[2].any()  # elements the file lacks have no features
+    np.testing.assert_array_equal(resolve_element_features(path)[0], read_atom_init(path))
+
+
+@pytest.mark.parametrize("content, match", [
+    ('{"1": [1, 0], "2": [1]}', "one length"),
+    ('{"0": [1]}', "outside 1 to 100"),
+    ('{"H": [1]}', "not an atomic number"),
+    ('[1, 2]', "JSON object"),
+    ('{"1": [NaN]}', "NaN or infinite"),
+    ('not json', "not JSON"),
+])
+def test_bad_atom_init_files_raise(tmp_path, content, match):
+    from skcgcnn.features import read_atom_init
+
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=match):
+        read_atom_init(path)
+
+
+def test_bad_element_features_raise(tmp_path):
+    from skcgcnn.features import resolve_element_features
+
+    with pytest.raises(ValueError, match="element_features must be None"):
+        resolve_element_features("magpie")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_element_features(str(tmp_path / "missing.json"))
+    with pytest.raises(ValueError, match="rows by atomic number"):
+        resolve_element_features(np.ones(5))
+    with pytest.raises(ValueError, match="rows by atomic number"):
+        resolve_element_features(np.ones((102, 3)))
+
+
+def test_fingerprint_tells_tables_apart():
+    from skcgcnn.features import resolve_element_features
+
+    skc, cg = resolve_element_features()[0], resolve_element_features("cgcnn")[0]
+    assert element_feature_fingerprint(skc) == element_feature_fingerprint()
+    assert element_feature_fingerprint(cg) != element_feature_fingerprint()
+    assert element_feature_fingerprint(cg.astype(np.float64)) == element_feature_fingerprint(cg)

