@@ -11,6 +11,7 @@ _EXPORTS = {
     "CGCNNRegressor": "estimators",
     "CGCNNClassifier": "classifiers",
     "EnsembleRegressor": "ensemble",
+    "EnsembleClassifier": "ensemble",
     "TransferCGCNNRegressor": "estimators",
     "TransferCGCNNClassifier": "classifiers",
     "CrystalGraph": "graph",

@@ -206,6 +206,21 @@ def test_save_pretrained_and_load_estimator_round_trip(toy, tmp_path):
     assert type(load_estimator(tmp_path / "reg")) is CGCNNRegressor
 
 
+def test_ensemble_classifier_averages_the_members_probabilities(toy):
+    from skcgcnn import EnsembleClassifier
+
+    _, graphs, y = toy
+    ens = EnsembleClassifier(CGCNNClassifier(**FAST), n_estimators=3, random_state=0)
+    ens.fit(graphs, y)
+    members = [m.predict_proba(graphs) for m in ens.estimators_]
+    assert len(set(ens.seeds_)) == 3 and not np.allclose(members[0], members[1])
+    np.testing.assert_allclose(ens.predict_proba(graphs), np.mean(members, axis=0))
+    assert ens.classes_.tolist() == ["long", "short"] and set(ens.predict(graphs)) <= set(y)
+    with pytest.raises(TypeError, match="classifier"):
+        EnsembleClassifier(CGCNNRegressor()).fit(graphs, y)
+    assert is_classifier(ens)
+
+
 #: scikit-learn's checks that apply. The others fit on random numeric matrices
 #: (check_classifiers_train, check_classifiers_classes, check_supervised_y_2d, ...) or,
 #: like check_no_attributes_set_in_init, check_set_params, check_fit_score_takes_y and
