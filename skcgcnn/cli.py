@@ -936,7 +936,7 @@ def build_parser():
         sub, "compare", "TL-CGCNN vs CGCNN vs classical baselines over repeated trials",
         "Compare TL-CGCNN, CGCNN from scratch and classical baselines (RF, SVR, LASSO, PLS on "
         "the 132 magpie descriptors, hyperparameters by grid search on the training and "
-        "validation crystals: skcgcnn.baselines, as benchmarks/paper.py) on INPUT with Lee & "
+        "validation crystals: skcgcnn.baselines, as in docs/benchmarks.md) on INPUT with Lee & "
         "Asahi's protocol: repeated random 4:1:1 train/validation/test splits, the same for "
         "every model. Prints the test MAE mean (std) over trials, the train MAE (over the "
         "training and validation crystals, all that a model was fitted on) and the paired "

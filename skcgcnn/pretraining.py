@@ -1,10 +1,10 @@
 """Pretraining a source model: a resumable, logged run that writes a model card.
 
 One function, :func:`pretrain`, serves ``skcgcnn pretrain`` on the command
-line and ``benchmarks/pretrain.py`` (the library's own models). Its recipe is
-separate from fine-tuning's: AdamW with a linear warmup and a cosine decay by
-default (the schedule of modern graph-network pretraining), where fine-tuning
-keeps the paper's SGD.
+line and ``benchmarks/pretrain.py`` (the library's own models; in the source
+repository). Its recipe is separate from fine-tuning's: AdamW with a linear
+warmup and a cosine decay by default (the schedule of modern graph-network
+pretraining), where fine-tuning keeps the paper's SGD.
 """
 
 from __future__ import annotations
