@@ -697,6 +697,13 @@ class EnsembleClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     def fit(self, X, y):
         """Fit ``n_estimators`` seeds of the classifier on crystals ``X`` and labels ``y``.
 
+        Parameters
+        ----------
+        X : sequence of CrystalGraph, Structure, ase.Atoms or paths
+            (or whatever the member classifier takes).
+        y : array-like of shape (n_crystals,)
+            Class labels.
+
         Returns
         -------
         self : EnsembleClassifier
@@ -720,6 +727,10 @@ class EnsembleClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     def predict_proba(self, X):
         """Mean of the members' class probabilities, columns in ``classes_`` order.
 
+        Parameters
+        ----------
+        X : sequence of CrystalGraph, Structure, ase.Atoms or paths
+
         Returns
         -------
         proba : ndarray of shape (n_crystals, n_classes)
@@ -731,6 +742,10 @@ class EnsembleClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     def predict(self, X):
         """The class of the highest mean probability.
+
+        Parameters
+        ----------
+        X : sequence of CrystalGraph, Structure, ase.Atoms or paths
 
         Returns
         -------
