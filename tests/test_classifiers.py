@@ -189,6 +189,7 @@ def test_save_pretrained_and_load_estimator_round_trip(toy, tmp_path):
     model = CGCNNClassifier(class_weight="balanced", **FAST).fit(graphs, y)
     card = save_pretrained(model, tmp_path / "metal", target="long bond")
     assert card["task"] == "classification" and card["classes"] == ["long", "short"]
+    np.testing.assert_allclose(card["class_weights"], model.class_weight_)
     assert "target_mean" not in card and "valid_cross_entropy" in card
     assert card["hyperparameters"]["class_weight"] == "balanced"
     loaded = load_estimator(tmp_path / "metal", conv_dtype="float32")

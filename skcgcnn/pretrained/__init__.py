@@ -163,7 +163,7 @@ def _classifier_from_card(card, arch, where, params):
                          "outputs")
     estimator = CGCNNClassifier(**params)
     estimator.classes_inferred_ = np.asarray(classes)
-    weight = card.get("class_weight_")
+    weight = card.get("class_weights")
     estimator.class_weight_ = np.asarray(weight if weight is not None else [1.0] * len(classes),
                                          dtype=float)
     return estimator
@@ -334,7 +334,7 @@ def _network_card(estimator, name):
     }
     if _is_classifier(estimator):  # one output per class, no target statistics
         card.update(task="classification", classes=estimator.classes_.tolist(),
-                    class_weight_=[float(w) for w in estimator.class_weight_])
+                    class_weights=[float(w) for w in estimator.class_weight_])
     else:
         card["target_normalization"] = estimator.target_normalization
     card["skcgcnn_version"] = __version__
