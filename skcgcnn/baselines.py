@@ -156,7 +156,8 @@ def baseline_classifiers(names=None, cv=5, random_state=0, scoring="roc_auc"):
     names = list(CLASSIFIER_GRIDS) if names is None else list(names)
     unknown = [n for n in names if n not in CLASSIFIER_GRIDS]
     if unknown:
-        raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(CLASSIFIER_GRIDS)}")
+        raise ValueError(f"unknown baseline(s) {unknown}; choose from "
+                         f"{', '.join(CLASSIFIER_GRIDS)}")
     build = {"LR": lambda: LogisticRegression(class_weight="balanced", max_iter=5_000),
              "SVC": lambda: SVC(class_weight="balanced", random_state=random_state),
              "RF": lambda: RandomForestClassifier(n_estimators=100, class_weight="balanced",
