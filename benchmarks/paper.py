@@ -326,7 +326,7 @@ def test_metrics(model, members, y_test):
     from skcgcnn.ensemble import _mean_std
 
     mean, std = _mean_std(members)
-    std = std * model.std_scale_
+    std = model._scale(std) * model.std_scale_  # as model.predict(X, return_std=True)
     err = np.abs(mean - y_test)
     return dict(test_mae=float(err.mean()),
                 coverage_90=float(np.mean(err <= norm.ppf(0.95) * std)),
@@ -339,23 +339,24 @@ def uncertainty_row(model, X, y, fit_idx, test_idx, dump=None):
 
     ``dump``: an ``.npz`` path for what any calibration rule needs (the targets, every
     member's predictions on the fit and test crystals, which fit crystals each member held
-    out), so that calibrations can be compared later without refitting.
+    out for validation, and the calibration crystals no member saw), so that calibrations
+    can be compared later without refitting.
     """
-    from skcgcnn.ensemble import _held_out
-
     t0 = time.time()
     model.fit(X[fit_idx], y[fit_idx])
     fit_time = time.time() - t0
     members_fit = model.predict_members(X[fit_idx])  # one pass per set, reused below
     members_test = model.predict_members(X[test_idx])
     if dump is not None:
+        cal = model.calibration_indices_
+        fitted = np.setdiff1d(np.arange(len(fit_idx)), cal)  # what the members were fitted on
         held = np.zeros((len(model.estimators_), len(fit_idx)), dtype=bool)
         for m, member in enumerate(model.estimators_):
-            idx = _held_out(member, X[fit_idx], y[fit_idx])
-            held[m, idx if idx is not None else []] = True
+            idx = getattr(member, "validation_indices_", None)  # positions in ``fitted``
+            held[m, fitted[idx] if idx is not None else []] = True
         dump.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(dump, y_fit=y[fit_idx], y_test=y[test_idx], held=held,
-                            members_fit=members_fit, members_test=members_test)
+                            calibration=cal, members_fit=members_fit, members_test=members_test)
     return dict(train_mae=float(np.abs(members_fit.mean(axis=0) - y[fit_idx]).mean()),
                 fit_time_s=fit_time, **test_metrics(model, members_test, y[test_idx]))
 
@@ -403,7 +404,11 @@ def run_ensembles(target, models, X, y, splits, n_jobs=None, first_trial=0):
 
 def recalibrate(target):
     """Recompute the coverage and mean std of the ensembles rows from their dumps with the
-    current calibration rule (``EnsembleRegressor._calibrate``); rows without one are kept."""
+    current calibration rule (``EnsembleRegressor._calibrate``); rows without a dump are kept.
+
+    Dumps written before issue 28 have no calibration crystals (their members were fitted on
+    every fit crystal and calibrated on their own validation crystals): their rows are kept.
+    """
     from skcgcnn.io import atomic_write_bytes
 
     path = uq_path(target)
@@ -416,8 +421,12 @@ def recalibrate(target):
         if not dump.is_file():
             continue
         d = np.load(dump)
+        if "calibration" not in d:
+            continue
         model = EnsembleRegressor(n_estimators=len(d["held"]))
-        model._calibrate(d["y_fit"], d["members_fit"], [np.flatnonzero(h) for h in d["held"]])
+        cal = d["calibration"]
+        model._calibrate(d["y_fit"], d["members_fit"],
+                         np.setdiff1d(np.arange(len(d["y_fit"])), cal), cal)
         metrics = test_metrics(model, d["members_test"], d["y_test"])
         frame.loc[i, ["coverage_90", "mean_std"]] = [metrics["coverage_90"], metrics["mean_std"]]
         n += 1
@@ -433,7 +442,8 @@ def report_uncertainty(target):
     frame = pd.read_csv(path)
     lines = [f"Calibrated ensembles (`EnsembleRegressor`, {N_MEMBERS} seeds unless the row says "
              "otherwise; 90 % intervals "
-             "from the members' held-out crystals; CGCNN members at the protocol's settings, "
+             "from the members' held-out crystals, the calibration rule before issue 28, whose "
+             "coverage was measured, not guaranteed; CGCNN members at the protocol's settings, "
              "TL-CGCNN members at `TransferCGCNNRegressor`'s fine-tuning defaults, or at the "
              "protocol's where the row says \"protocol fit\"):", "",
              "| method | trials | test MAE, mean (std) | members' MAE | 90 % coverage | "

@@ -172,7 +172,11 @@ class CGCNNClassifier(CGCNNMixin, NeuralNetClassifier):
         return self
 
     def get_split_datasets(self, X, y=None, **fit_params):
-        """Hold out ``validation_fraction``, stratified by class where the classes allow."""
+        """Hold out ``validation_fraction``, stratified by class where the classes allow.
+
+        Records the positions of the held-out crystals in ``validation_indices_``,
+        as the regressors do.
+        """
         if self.train_split is None and self.validation_fraction and y is not None:
             fraction = float(self.validation_fraction)
             y = np.asarray(y)
@@ -181,7 +185,9 @@ class CGCNNClassifier(CGCNNMixin, NeuralNetClassifier):
             stratified = (np.bincount(y.astype(np.int64)).min(initial=n) >= 2
                           and n_classes <= n_valid <= n - n_classes)
             split = ValidSplit(fraction, stratified=stratified, random_state=self._seed())
-            return split(self.get_dataset(X, y), y)
+            train, valid = split(self.get_dataset(X, y), y)
+            self.validation_indices_ = np.asarray(valid.indices, np.int64)
+            return train, valid
         return super().get_split_datasets(X, y, **fit_params)
 
     # ---------------------------------------------------------------- fitting

@@ -103,6 +103,7 @@ def test_validation_split_is_stratified(toy):
         model = CGCNNClassifier(validation_fraction=0.2, random_state=seed)
         train, valid = model.get_split_datasets(graphs, codes)
         assert len(valid) == 12 and codes[valid.indices].sum() == 1
+        np.testing.assert_array_equal(model.validation_indices_, valid.indices)
         assert codes[train.indices].sum() == 5
     # a class of one crystal cannot be stratified: a plain random split instead
     codes = np.array([1] + [0] * 59)
