@@ -9,8 +9,11 @@ __version__ = "0.1.0"
 #: ``skcgcnn.graph``, start without importing torch and skorch (seconds each).
 _EXPORTS = {
     "CGCNNRegressor": "estimators",
+    "CGCNNClassifier": "classifiers",
     "EnsembleRegressor": "ensemble",
+    "EnsembleClassifier": "ensemble",
     "TransferCGCNNRegressor": "estimators",
+    "TransferCGCNNClassifier": "classifiers",
     "CrystalGraph": "graph",
     "CrystalGraphTransformer": "graph",
     "build_graph": "graph",

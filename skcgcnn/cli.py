@@ -75,8 +75,13 @@ def _ids_from_frame(frame, id_column):
 
 
 def _read_input(path, target=None, structure_column="structure", id_column=None,
-                need_target=False, log10=False, n_jobs=None):
-    """Read any INPUT form into :class:`_Data`; errors name the bad input."""
+                need_target=False, log10=False, n_jobs=None, labels=False):
+    """Read any INPUT form into :class:`_Data`; errors name the bad input.
+
+    With ``labels`` the targets are class labels, kept as written in a table
+    (strings or numbers); numbers that are all integral become integers (the
+    original CGCNN's 0/1 in ``id_prop.csv``).
+    """
     import numpy as np
 
     from .datasets import load_cgcnn_folder, load_table
@@ -107,13 +112,19 @@ def _read_input(path, target=None, structure_column="structure", id_column=None,
         ids, X, y = list(stored["ids"]), stored["graphs"], stored.get("y")
         target = target or stored.get("target") or "target"
     else:
-        frame = load_table(path, structure_column, target, n_jobs=n_jobs)
+        frame = load_table(path, structure_column, None if labels else target, n_jobs=n_jobs)
         ids, X = _ids_from_frame(frame, id_column), list(frame[structure_column])
+        if target is not None and target not in frame.columns:
+            raise ValueError(f"{path!r} has no target column {target!r}; its columns are "
+                             f"{', '.join(map(str, frame.columns))}")
         if target is not None:
-            y = frame[target].to_numpy(dtype=float)
+            y = frame[target].to_numpy() if labels else frame[target].to_numpy(dtype=float)
         elif need_target:
             raise ValueError(f"name the target column of {path!r} with --target; its columns "
                              f"are {', '.join(map(str, frame.columns))}")
+    if labels and y is not None:
+        return _Data(ids=ids, X=X, y=_class_labels(y, ids, path, need_target), target=target,
+                     source=path)
     if need_target:
         if y is None:
             raise ValueError(f"{path!r} holds no targets")
@@ -130,6 +141,29 @@ def _read_input(path, target=None, structure_column="structure", id_column=None,
                                  f" ({y[bad][0]})")
             y = np.log10(y)
     return _Data(ids=ids, X=X, y=y, target=target, source=path)
+
+
+def _class_labels(y, ids, path, need_target):
+    """Class labels of a table or folder: missing ones refused when training, integral
+    numbers as integers."""
+    import numpy as np
+    import pandas as pd
+
+    y = np.asarray(y)
+    missing = np.asarray(pd.isna(y), dtype=bool)
+    if missing.any():
+        if not need_target:
+            return None
+        raise ValueError(f"{int(missing.sum())} crystal(s) in {path!r} have no class label, "
+                         f"the first {ids[int(np.flatnonzero(missing)[0])]!r}")
+    if y.dtype == object:
+        try:
+            y = y.astype(float)
+        except (TypeError, ValueError):
+            return y.astype(str)
+    if y.dtype.kind == "f" and np.all(y == np.round(y)):
+        y = y.astype(np.int64)
+    return y
 
 
 def _featurize(X, radius, max_num_nbr, n_jobs=None, progress=True, ids=None):
@@ -290,12 +324,23 @@ def _estimators(args, finetune):
     return [_estimator(args, finetune, source) for source in sources]
 
 
-def _estimator(args, finetune, pretrained=None):
-    from .estimators import CGCNNRegressor, TransferCGCNNRegressor
+def _classifying(args):
+    return getattr(args, "task", "regression") == "classification"
 
-    cls = TransferCGCNNRegressor if finetune else CGCNNRegressor
+
+def _estimator(args, finetune, pretrained=None):
+    if _classifying(args):
+        from .classifiers import CGCNNClassifier, TransferCGCNNClassifier
+
+        cls = TransferCGCNNClassifier if finetune else CGCNNClassifier
+    else:
+        from .estimators import CGCNNRegressor, TransferCGCNNRegressor
+
+        cls = TransferCGCNNRegressor if finetune else CGCNNRegressor
     common = dict(random_state=args.random_state,
                   **_estimator_params(cls, args, verbose=not args.quiet))
+    if _classifying(args) and args.class_weight is not None:
+        common["class_weight"] = None if args.class_weight == "none" else args.class_weight
     if finetune:
         if pretrained is not None:
             common["pretrained"] = pretrained
@@ -329,6 +374,10 @@ def _loss_note(est, y, units):
     """What the per-epoch losses of skorch's table measure."""
     from .target import fit_target_stats
 
+    if not hasattr(est, "target_normalization"):  # a classifier
+        weighted = " (weighted by class)" if est.class_weight is not None else ""
+        return (f"train_loss, valid_loss: cross entropy{weighted} of the predicted class "
+                "probabilities (log 2 = 0.693 for a coin toss); dur: seconds per epoch")
     norm = est.target_normalization
     if norm == "standard":
         scale = fit_target_stats(y, norm)[1]
@@ -344,8 +393,16 @@ def _fit_and_save(args, finetune):
     from .pretrained import model_paths, save_pretrained
 
     _check_output(args.output, args.force)
+    if _classifying(args):
+        if args.log10:
+            raise ValueError("--log10 applies to regression targets, not to --task "
+                             "classification")
+        if args.ensemble is not None:
+            raise ValueError("--ensemble is for regression; --task classification trains "
+                             "one classifier")
     data = _read_input(args.input, args.target, args.structure_column, args.id_column,
-                       need_target=True, log10=args.log10, n_jobs=args.n_jobs)
+                       need_target=True, log10=args.log10, n_jobs=args.n_jobs,
+                       labels=_classifying(args))
     members = _estimators(args, finetune)
     est = members[0]
     radius, max_num_nbr = est._featurizer_settings()  # finetune: from the model card
@@ -364,6 +421,8 @@ def _fit_and_save(args, finetune):
     elif args.calibration_fraction is not None:
         raise ValueError("--calibration-fraction calibrates an ensemble: give --ensemble N")
     model.fit(graphs, data.y)
+    if _classifying(args):
+        return _save_classifier(args, est, graphs, data)
     pred, y = model.predict(graphs), data.y
     if args.log10:  # the card's figures are in the target's own units, as predict writes
         pred, y = 10.0 ** pred, 10.0 ** y
@@ -403,6 +462,37 @@ def _fit_and_save(args, finetune):
                     "trained on")
     if model is not est:
         summary = f"an ensemble of {args.ensemble}: {summary}"
+    _note(f"wrote {weights} and its model card {card_path} ({summary})")
+    return 0
+
+
+def _save_classifier(args, est, graphs, data):
+    """Save a fitted classifier with its card: accuracies on the training and held-out
+    crystals."""
+    import numpy as np
+
+    from .pretrained import model_paths, save_pretrained
+
+    pred = est.predict(graphs)
+    held = est.validation_indices_
+    held = np.empty(0, dtype=np.int64) if held is None else held
+    parts = {"train": np.setdiff1d(np.arange(len(pred)), held)}
+    if len(held):
+        parts["valid"] = held
+    card = {
+        "data": os.path.abspath(data.source),
+        "target": data.target,
+        "units": args.units,
+        **{f"{k}_accuracy": float(np.mean(pred[i] == data.y[i])) for k, i in parts.items()},
+        "training_command": " ".join(["skcgcnn", *args.argv]),
+    }
+    card = save_pretrained(est, args.output, overwrite=args.force, **card)
+    weights, card_path = model_paths(args.output)
+    summary = (f"classes {', '.join(map(str, est.classes_))}; training accuracy "
+               f"{card['train_accuracy']:.3f} on {len(parts['train'])} crystals")
+    if "valid" in parts:
+        summary += (f", validation accuracy {card['valid_accuracy']:.3f} on the "
+                    f"{len(parts['valid'])} held out (best epoch {card.get('best_epoch')})")
     _note(f"wrote {weights} and its model card {card_path} ({summary})")
     return 0
 
@@ -458,8 +548,11 @@ def _cmd_predict(args):
     est = load_ensemble(args.model) if ensemble else load_estimator(
         args.model, device=args.device or "cpu")
     member = est.estimators_[0] if ensemble else est
+    task = est.card_.get("task", "regression")
+    if args.task is not None and args.task != task:
+        raise ValueError(f"--task {args.task} was given, but {args.model!r} is a {task} model")
     data = _read_input(args.input, None, args.structure_column, args.id_column,
-                       n_jobs=args.n_jobs)
+                       n_jobs=args.n_jobs, labels=task == "classification")
     graphs, kept = _featurize_kept(data.X, member.radius, member.max_num_nbr, args.n_jobs,
                                    not args.quiet, ids=data.ids, skip_invalid=args.skip_invalid)
     if len(kept) < len(data.ids):
@@ -467,6 +560,8 @@ def _cmd_predict(args):
         data.y = None if data.y is None else data.y[kept]
     log10 = est.card_.get("target_transform") == "log10"
     columns = {"id": data.ids}
+    if task == "classification":
+        return _predict_classes(args, est, graphs, data, columns)
     if ensemble:  # mean, calibrated std and conformal interval bounds
         pred, std = est.predict(graphs, return_std=True)
         level = args.confidence_level or est.confidence_level
@@ -510,6 +605,28 @@ def _cmd_import_cgcnn(args):
     _note(f"wrote {weights} and its model card {card_path}: {what}, "
           f"{card['architecture']['n_conv']} convolutions, element features "
           f"{card['featurizer']['element_features_name']!r}")
+
+
+def _predict_classes(args, est, graphs, data, columns):
+    """A classifier's CSV: id, the most probable class, one probability column per class."""
+    import numpy as np
+    import pandas as pd
+
+    proba = est.predict_proba(graphs)
+    columns["prediction"] = est.classes_[proba.argmax(axis=1)]
+    for k, c in enumerate(est.classes_):
+        columns[f"proba_{c}"] = proba[:, k]
+    text = pd.DataFrame(columns).to_csv(index=False)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        _write_bytes(text.encode(), args.output)
+    if data.y is not None:
+        y = np.asarray(data.y)
+        known = np.isin(y.astype(str), est.classes_.astype(str))
+        if known.all():
+            accuracy = np.mean(columns["prediction"].astype(str) == y.astype(str))
+            _note(f"accuracy against the labels in {data.source}: {accuracy:.4g}")
     return 0
 
 
@@ -687,6 +804,15 @@ def _add_runtime(p):
                    help="torch threads of this process (default: torch's, usually one per core)")
 
 
+def _add_task(p, default="regression"):
+    p.add_argument("--task", choices=("regression", "classification"), default=default,
+                   help="regression (a CGCNNRegressor) or classification (a CGCNNClassifier: "
+                        "the targets are class labels, e.g. the original CGCNN's 0/1, or "
+                        "strings in a table; the model predicts class probabilities)"
+                        + (" (default: %(default)s)" if default else
+                           " (default: the model's, from its card)"))
+
+
 def _add_training(p, estimator, finetune):
     p.add_argument("-o", "--output", required=True, metavar="MODEL.pt",
                    help="model file to write (a state dict) with its JSON model card beside "
@@ -741,6 +867,11 @@ def _add_training(p, estimator, finetune):
                 param="element_features",
                 help="element table: skcgcnn, cgcnn (the original's atom_init.json) or the "
                      "path of an atom_init.json (None: skcgcnn's)")
+    _add_task(p)
+    p.add_argument("--class-weight", choices=("none", "balanced"), default=None,
+                   help="with --task classification: weigh each class in the loss by "
+                        "n_crystals / (n_classes * n_in_class) ('balanced', for rare "
+                        "classes) or not at all (default: none)")
     if finetune:
         _option(p, "--pretrained", metavar="NAME_OR_PATH", action="append",
                 estimator=estimator, param="pretrained",
@@ -829,7 +960,9 @@ def build_parser():
         "at the end gives the MAE in the target's units over the training and over the "
         "held-out crystals.",
         ["my_crystals/ -o model.pt --epochs 300",
-         "elastic.json.gz --target K_VRH --log10 --units GPa -o kvrh.pt"], _cmd_train)
+         "elastic.json.gz --target K_VRH --log10 --units GPa -o kvrh.pt",
+         "metals.csv --target is_metal --task classification --class-weight balanced "
+         "-o metal.pt"], _cmd_train)
     _add_input(p)
     _add_training(p, "CGCNNRegressor", finetune=False)
 
@@ -843,7 +976,9 @@ def build_parser():
          "--pretrained other.pt data/ -o model.pt --freeze 2 --lr 0.002",
          "--ensemble 5 --n-jobs 2 my_crystals/ -o ensemble.pt",
          "--pretrained mp-formation-energy --pretrained mp-multitask --ensemble 6 "
-         "my_crystals/ -o ens.pt"],
+         "my_crystals/ -o ens.pt",
+         "--pretrained mp-formation-energy metals.csv --target is_metal "
+         "--task classification -o metal.pt"],
         _cmd_finetune)
     _add_input(p)
     _add_training(p, "TransferCGCNNRegressor", finetune=True)
@@ -894,8 +1029,11 @@ def build_parser():
         "Predict every crystal in INPUT with a model saved by train or finetune (or a "
         "bundled one) and write a CSV with columns id and prediction, in the target's units. "
         "A model saved with --ensemble adds its calibrated std (std_log10 for a --log10 "
-        "model) and the conformal interval bounds, e.g. lower_90 and upper_90.",
+        "model) and the conformal interval bounds, e.g. lower_90 and upper_90. A classifier "
+        "(trained with --task classification) writes the most probable class as prediction "
+        "and one column of probabilities per class, proba_<class>.",
         ["model.pt new_crystals/ -o predictions.csv",
+         "metal.pt candidates.csv --task classification -o metal_probabilities.csv",
          "model.pt folder_of_cifs/ > predictions.csv",
          "mp-formation-energy candidates.json.gz > predictions.csv"], _cmd_predict)
     p.add_argument("model", metavar="MODEL",
@@ -910,6 +1048,7 @@ def build_parser():
                    help="leave out, and list on standard error, the crystals that cannot be "
                         "read or featurized (an unreadable CIF, disordered sites, an element "
                         "without features) instead of stopping at the first (default: stop)")
+    _add_task(p, default=None)
     p.add_argument("--confidence-level", type=float, metavar="P",
                    help="an ensemble's interval level, e.g. 0.8 (default: the one it was "
                         "calibrated at, 0.9)")

@@ -560,3 +560,52 @@ def test_element_features_and_pooling_options(folder, tmp_path):
     card = json.loads((tmp_path / "m.json").read_text())
     assert card["featurizer"]["element_features_name"] == "cgcnn"
     assert card["architecture"]["pooling"] == "site"
+
+
+def test_classification_train_finetune_predict(folder, tmp_path, capsys):
+    """--task classification: 0/1 labels in id_prop.csv (the original CGCNN's), string
+    labels in a table; predict writes one probability column per class."""
+    root, pre = folder
+    ids, volume = _ids_and_y(root)
+    labels = (volume > np.median(volume)).astype(int)
+    croot = tmp_path / "classes"
+    shutil.copytree(root, croot)
+    (croot / "id_prop.csv").write_text("".join(f"{i},{c}\n" for i, c in zip(ids, labels)))
+    model = tmp_path / "big.pt"
+    assert main(["train", str(croot), "--task", "classification", "--class-weight", "balanced",
+                 "-o", str(model), *FAST]) == 0
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["task"] == "classification" and card["classes"] == [0, 1]
+    assert 0 <= card["train_accuracy"] <= 1 and card["hyperparameters"]["class_weight"] == \
+        "balanced"
+    out = tmp_path / "p.csv"
+    capsys.readouterr()
+    assert main(["predict", str(model), str(croot), "-o", str(out), "-q"]) == 0
+    assert "accuracy against the labels" in capsys.readouterr().err
+    table = pd.read_csv(out)
+    assert table.columns.tolist() == ["id", "prediction", "proba_0", "proba_1"]
+    est = load_estimator(model)
+    paths = [str(croot / f"{i}.cif") for i in ids]
+    np.testing.assert_allclose(table[["proba_0", "proba_1"]].to_numpy(),
+                               est.predict_proba(paths), rtol=1e-6)
+    np.testing.assert_array_equal(table.prediction, est.predict(paths))
+    with pytest.raises(SystemExit):
+        main(["predict", str(model), str(croot), "--task", "regression", "-q"])
+    assert "is a classification model" in capsys.readouterr().err
+    # string labels from a table, fine-tuned from a pretrained regressor with a new head
+    rows = [{"id": i, "structure": f"{i}.cif", "kind": "big" if c else "small"}
+            for i, c in zip(ids, labels)]
+    pd.DataFrame(rows).to_csv(croot / "table.csv", index=False)
+    tl = tmp_path / "tl.pt"
+    assert main(["finetune", "--pretrained", str(pre), str(croot / "table.csv"), "--target",
+                 "kind", "--task", "classification", "-o", str(tl), *FAST]) == 0
+    assert json.loads(tl.with_suffix(".json").read_text())["classes"] == ["big", "small"]
+    main(["predict", str(tl), str(croot / "table.csv"), "-o", str(out), "-q"])
+    table = pd.read_csv(out)
+    assert set(table.prediction) <= {"big", "small"}
+    np.testing.assert_allclose(table.proba_big + table.proba_small, 1.0, rtol=1e-9)
+    # the regression path is unchanged: a folder of 0/1 still trains a regressor by default
+    with pytest.raises(SystemExit):
+        main(["train", str(croot), "--task", "classification", "--log10", "-o",
+              str(tmp_path / "x.pt"), *FAST])
+    assert "--log10 applies to regression" in capsys.readouterr().err

@@ -27,20 +27,24 @@ __all__ = ["list_pretrained", "load_pretrained", "load_estimator", "save_pretrai
 #: Estimator parameters recorded under the card's "hyperparameters".
 HYPERPARAMETER_KEYS = ("lr", "max_epochs", "batch_size", "momentum", "weight_decay",
                        "lr_schedule", "lr_decay_epoch", "lr_decay", "validation_fraction",
-                       "n_iter_no_change", "conv_dtype", "random_state", "freeze", "head")
+                       "n_iter_no_change", "conv_dtype", "random_state", "freeze", "head",
+                       "class_weight")
 #: Hyperparameters of the step schedule, left out of the card under another schedule.
 _STEP_SCHEDULE_KEYS = ("lr_decay_epoch", "lr_decay")
 
 
 def load_estimator(name_or_path, device="cpu", conv_dtype="auto"):
-    """A fitted :class:`~skcgcnn.CGCNNRegressor` rebuilt from a saved model and its card.
+    """A fitted :class:`~skcgcnn.CGCNNRegressor` or :class:`~skcgcnn.CGCNNClassifier`
+    rebuilt from a saved model and its card.
 
     The network's architecture, featurizer settings and target normalisation
     come from the model card; the weights and the normalisation statistics
     (buffers ``target_mean`` and ``target_scale``) from the state dict. A
     model saved with :func:`save_pretrained` (from a ``CGCNNRegressor`` or a
     fine-tuned ``TransferCGCNNRegressor``) predicts exactly as it did before
-    saving.
+    saving. A card with ``"task": "classification"`` (saved from a
+    classifier) gives a :class:`~skcgcnn.CGCNNClassifier` with the card's
+    ``classes``.
 
     Parameters
     ----------
@@ -55,7 +59,7 @@ def load_estimator(name_or_path, device="cpu", conv_dtype="auto"):
 
     Returns
     -------
-    estimator : CGCNNRegressor
+    estimator : CGCNNRegressor or CGCNNClassifier
         Ready to ``predict`` (in the units of the target it was trained on;
         a card with ``"target_transform": "log10"``, written by
         ``skcgcnn train --log10``, means the predictions are log10 of the
@@ -84,7 +88,9 @@ def load_estimator(name_or_path, device="cpu", conv_dtype="auto"):
 
 
 def estimator_from_state(card, state, where, device="cpu", conv_dtype="auto"):
-    """A fitted :class:`~skcgcnn.CGCNNRegressor` from a model card and a state dict.
+    """A fitted :class:`~skcgcnn.CGCNNRegressor` (or, for a card of task
+    ``"classification"``, :class:`~skcgcnn.CGCNNClassifier`) from a model card
+    and a state dict.
 
     The one path from a saved network to an estimator, shared by
     :func:`load_estimator` and :func:`skcgcnn.ensemble.load_ensemble`: the card
@@ -104,7 +110,7 @@ def estimator_from_state(card, state, where, device="cpu", conv_dtype="auto"):
 
     Returns
     -------
-    estimator : CGCNNRegressor
+    estimator : CGCNNRegressor or CGCNNClassifier
         Fitted, in eval mode, with ``card_``.
 
     Raises
@@ -138,11 +144,15 @@ def estimator_from_state(card, state, where, device="cpu", conv_dtype="auto"):
     # a named table is rebuilt by name; a file's or an array's travels as the array
     element_features = None if name == "skcgcnn" else (
         name if name in ELEMENT_TABLES else module.atom_features.numpy().copy())
-    estimator = CGCNNRegressor(
-        **{k: arch[k] for k in ARCHITECTURE_KEYS}, max_num_nbr=max_num_nbr,
-        conv_dtype=conv_dtype, target_normalization=card.get("target_normalization", "standard"),
-        device=device, element_features=element_features, pooling=arch["pooling"])
-    estimator.n_outputs_ = arch["n_targets"]
+    common = dict(**{k: arch[k] for k in ARCHITECTURE_KEYS}, max_num_nbr=max_num_nbr,
+                  conv_dtype=conv_dtype, device=device, element_features=element_features,
+                  pooling=arch["pooling"])
+    if card.get("task", "regression") == "classification":
+        estimator = _classifier_from_card(card, arch, where, common)
+    else:
+        estimator = CGCNNRegressor(
+            **common, target_normalization=card.get("target_normalization", "standard"))
+        estimator.n_outputs_ = arch["n_targets"]
     estimator.initialize()
     estimator.module_.load_state_dict(module.state_dict())
     estimator.module_.element_features_name = name
@@ -301,6 +311,31 @@ def import_cgcnn(path, *, element_features="cgcnn", radius=8.0, max_num_nbr=12,
     return estimator_from_state(full, state, where, device, conv_dtype)
 
 
+def _classifier_from_card(card, arch, where, params):
+    """An unfitted CGCNNClassifier with the classes of a classification card."""
+    import numpy as np
+
+    from ..classifiers import CGCNNClassifier
+
+    classes = card.get("classes")
+    if not isinstance(classes, list) or len(classes) != arch["n_targets"]:
+        raise ValueError(f"model card of {where!r} is a classifier's but its 'classes' "
+                         f"({classes!r}) are not a list of the network's {arch['n_targets']} "
+                         "outputs")
+    estimator = CGCNNClassifier(**params)
+    estimator.classes_inferred_ = np.asarray(classes)
+    weight = card.get("class_weights")
+    estimator.class_weight_ = np.asarray(weight if weight is not None else [1.0] * len(classes),
+                                         dtype=float)
+    return estimator
+
+
+def _is_classifier(estimator):
+    from sklearn.base import is_classifier
+
+    return is_classifier(estimator)
+
+
 def _jsonable(value):
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -331,7 +366,8 @@ def training_card(estimator):
         and with a validation set ``best_epoch`` (1-based, the one whose
         weights are kept) and ``valid_mae_normalized`` (the validation MAE of
         the normalised target at that epoch, in units of the target's
-        standard deviation for ``target_normalization="standard"``); for a
+        standard deviation for ``target_normalization="standard"``; for a
+        classifier ``valid_cross_entropy``, its validation loss); for a
         fine-tuned model, ``pretrained`` (the source model) and
         ``pretrained_target``.
 
@@ -367,7 +403,7 @@ def training_card(estimator):
         if all(loss is not None for loss in losses):
             best = min(range(len(losses)), key=losses.__getitem__)
             card["best_epoch"] = best + 1
-            card["valid_mae_normalized"] = float(losses[best])
+            card[_valid_loss_key(estimator)] = float(losses[best])
     pretrained = getattr(estimator, "pretrained", None)
     if pretrained is not None and hasattr(estimator, "card_"):
         card["pretrained"] = (str(pretrained) if isinstance(pretrained, (str, os.PathLike))
@@ -378,7 +414,13 @@ def training_card(estimator):
 
 #: Card fields that training_card writes.
 _TRAINING_KEYS = ("hyperparameters", "epochs_trained", "n_train", "n_validation", "best_epoch",
-                  "valid_mae_normalized", "pretrained", "pretrained_target")
+                  "valid_mae_normalized", "valid_cross_entropy", "pretrained",
+                  "pretrained_target")
+
+
+def _valid_loss_key(estimator):
+    """Card name of the validation loss: normalised MAE, or a classifier's cross entropy."""
+    return "valid_cross_entropy" if _is_classifier(estimator) else "valid_mae_normalized"
 
 
 def _loaded_card(estimator):
@@ -395,16 +437,17 @@ def _final_estimator(estimator):
     from sklearn.exceptions import NotFittedError
     from sklearn.pipeline import Pipeline
 
-    from ..estimators import CGCNNRegressor
+    from ..estimators import CGCNNMixin
     from ..graph import CrystalGraphTransformer
 
     if isinstance(estimator, Pipeline):
         pipeline, estimator = estimator, estimator.steps[-1][1]
-        if not isinstance(estimator, CGCNNRegressor):
+        if not isinstance(estimator, CGCNNMixin):
             raise TypeError(
                 f"the pipeline's last step is a {type(estimator).__name__}, not a "
-                "CGCNNRegressor; save_pretrained saves a fitted CGCNNRegressor or "
-                "TransferCGCNNRegressor (save a whole pipeline with joblib.dump instead)")
+                "CGCNNRegressor; save_pretrained saves a fitted CGCNNRegressor, "
+                "TransferCGCNNRegressor or CGCNN classifier (save a whole pipeline with "
+                "joblib.dump instead)")
         settings = estimator._featurizer_settings()
         for name, step in pipeline.steps[:-1]:
             if step is None or step == "passthrough":
@@ -420,9 +463,10 @@ def _final_estimator(estimator):
                     f"the pipeline's step {name!r} builds graphs with radius={step.radius}, "
                     f"max_num_nbr={step.max_num_nbr}, but its regressor expects "
                     f"radius={settings[0]}, max_num_nbr={settings[1]}")
-    elif not isinstance(estimator, CGCNNRegressor):
-        raise TypeError(f"save_pretrained saves a fitted CGCNNRegressor, TransferCGCNNRegressor "
-                        f"or a Pipeline ending in one, got a {type(estimator).__name__}")
+    elif not isinstance(estimator, CGCNNMixin):
+        raise TypeError(f"save_pretrained saves a fitted CGCNNRegressor, TransferCGCNNRegressor, "
+                        f"CGCNNClassifier, TransferCGCNNClassifier or a Pipeline ending in one, "
+                        f"got a {type(estimator).__name__}")
     if not getattr(estimator, "initialized_", False) or not hasattr(estimator, "module_"):
         raise NotFittedError(f"this {type(estimator).__name__} is not fitted: call fit(X, y) "
                              "before save_pretrained")
@@ -445,7 +489,7 @@ def _network_card(estimator, name):
 
     module = estimator.module_
     radius, max_num_nbr = estimator._featurizer_settings()
-    return {
+    card = {
         "name": name,
         "architecture": {k: module.hparams[k]
                          for k in (*ARCHITECTURE_KEYS, "n_targets", "pooling")},
@@ -457,14 +501,23 @@ def _network_card(estimator, name):
         "target_normalization": estimator.target_normalization,
         "skcgcnn_version": __version__,
     }
+    if _is_classifier(estimator):  # one output per class, no target statistics
+        card.update(task="classification", classes=estimator.classes_.tolist(),
+                    class_weights=[float(w) for w in estimator.class_weight_])
+    else:
+        card["target_normalization"] = estimator.target_normalization
+    card["skcgcnn_version"] = __version__
+    return card
 
 
 def save_pretrained(estimator, path, *, overwrite=False, **card):
-    """Save a fitted :class:`~skcgcnn.CGCNNRegressor` as a pretrained model.
+    """Save a fitted :class:`~skcgcnn.CGCNNRegressor` (or classifier) as a pretrained model.
 
     Writes the weights ``<path>.pt`` (a state dict, which loads without
     running code) and the model card ``<path>.json`` atomically. The card
-    records the architecture, featurizer settings, target normalisation and
+    records the architecture, featurizer settings, target normalisation (for
+    a classifier: ``"task": "classification"``, the ``classes`` and the
+    class weights) and
     what :func:`training_card` reads from the estimator (hyperparameters,
     epochs, best epoch, training and validation sizes, source model), then
     the fields passed as ``card``. :func:`load_estimator` rebuilds the
@@ -477,7 +530,7 @@ def save_pretrained(estimator, path, *, overwrite=False, **card):
 
     Parameters
     ----------
-    estimator : CGCNNRegressor, TransferCGCNNRegressor or Pipeline
+    estimator : fitted CGCNN regressor or classifier, or Pipeline
         A fitted estimator, or a fitted :class:`~sklearn.pipeline.Pipeline`
         of :class:`~skcgcnn.CrystalGraphTransformer` steps ending in one (its
         graph settings are checked against the regressor's; its regressor is
@@ -541,10 +594,12 @@ def save_pretrained(estimator, path, *, overwrite=False, **card):
     weights, card_path = model_paths(path)
     _refuse_existing((weights, card_path), overwrite)
     module = estimator.module_
+    stats = {} if _is_classifier(estimator) else {
+        "target_mean": module.target_mean.tolist(),  # a float, or one per target
+        "target_scale": module.target_scale.tolist()}
     full = {
         **_network_card(estimator, weights.stem),
-        "target_mean": module.target_mean.tolist(),  # a float, or one per target
-        "target_scale": module.target_scale.tolist(),
+        **stats,
         **training_card(estimator),
         **card,
     }
@@ -595,7 +650,7 @@ def _save_pretrained_class():
                 return
             card = {**(self.card or {}), "best_epoch": len(net.history)}
             if "valid_loss" in row:
-                card["valid_mae_normalized"] = row["valid_loss"]
+                card[_valid_loss_key(net)] = row["valid_loss"]
             save_pretrained(net, self.path, overwrite=True, **card)
 
     SavePretrained.__module__ = __name__
