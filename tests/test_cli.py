@@ -600,7 +600,8 @@ def test_classification_train_finetune_predict(folder, tmp_path, capsys):
     assert main(["finetune", "--pretrained", str(pre), str(croot / "table.csv"), "--target",
                  "kind", "--task", "classification", "-o", str(tl), *FAST]) == 0
     assert json.loads(tl.with_suffix(".json").read_text())["classes"] == ["big", "small"]
-    main(["predict", str(tl), str(croot / "table.csv"), "-o", str(out), "-q"])
+    assert main(["predict", str(tl), str(croot / "table.csv"), "-o", str(out), "-q",
+                 "--force"]) == 0
     table = pd.read_csv(out)
     assert set(table.prediction) <= {"big", "small"}
     np.testing.assert_allclose(table.proba_big + table.proba_small, 1.0, rtol=1e-9)

@@ -498,8 +498,6 @@ def _network_card(estimator, name):
                            module.atom_features.cpu().numpy()),
                        "element_features_name": getattr(module, "element_features_name",
                                                         "skcgcnn")},
-        "target_normalization": estimator.target_normalization,
-        "skcgcnn_version": __version__,
     }
     if _is_classifier(estimator):  # one output per class, no target statistics
         card.update(task="classification", classes=estimator.classes_.tolist(),
