@@ -104,8 +104,13 @@ TARGETS = {
                       paper=dict(CGCNN=0.123, TL=0.112, freezing=0.161, PLS=0.166,
                                  LASSO=0.160, SVR=0.149, RF=0.132),
                       design=dict(PLS=0.130, LASSO=0.119, SVR=0.102, RF=0.092), goal=0.065),
+    # not in the paper (issue 31): the shear modulus of the same crystals, a second property
+    # that no library model has seen
+    "500-G_VRH": dict(data=MP_ELASTICITY, nm=False, column="G_VRH", log10=True,
+                      units="log10 GPa", pretrained=FE_MODELS, curve=[500], paper={},
+                      design={}, goal=None),
 }
-STAGES = ("baselines", "main", "transfer", "curves", "ensembles", "embeddings", "soap")
+STAGES = ("baselines", "main", "transfer", "curves", "ensembles", "embeddings", "soap", "single")
 N_TRAIN = 500
 N_MEMBERS = 5
 #: Fitting settings of every CGCNN here (the command-line defaults).
@@ -127,10 +132,15 @@ def slug(target):
 
 
 # ------------------------------------------------------------------- data
+_TABLES = {}
+
+
 def load_target(target):
     """Graphs and targets (log10 where the target says so) of one target's crystals."""
     spec = TARGETS[target]
-    table, graphs = load_table_and_graphs(spec["data"])
+    if spec["data"] not in _TABLES:  # one copy of a data file's graphs per process
+        _TABLES[spec["data"]] = load_table_and_graphs(spec["data"])
+    table, graphs = _TABLES[spec["data"]]
     keep = nm_mask(table) if spec["nm"] else np.ones(len(table), bool)
     y = table[spec["column"]].to_numpy(float)
     keep &= np.isfinite(y)
@@ -186,6 +196,8 @@ def cgcnn_models(target, stage, fit=FIT):
     """The CGCNN models of a stage, named as in the tables, with the fit settings ``fit``."""
     (big, big_label), (small, small_label) = TARGETS[target]["pretrained"]
     tl = {"lr": TL_LR, **fit}
+    if stage == "single":
+        return single_models(target, fit)
     if stage in ("main", "curves"):
         return {"CGCNN": CGCNNRegressor(**fit),
                 tl_name(target): TransferCGCNNRegressor(pretrained=big, **tl)}
@@ -211,7 +223,7 @@ def cgcnn_models(target, stage, fit=FIT):
                   tl: ensemble_of(at_defaults(big)),
                   tl + ", protocol fit": ensemble_of(at_protocol(big))}
         # two source models in turn (3 + 2 members) at the defaults: one source's cost
-        for first, second, label in TWO_SOURCES[target]:
+        for first, second, label in TWO_SOURCES.get(target, []):
             models[ensemble_name(f"TL-CGCNN ({label})")] = ensemble_of(
                 [at_defaults(first), at_defaults(second)])
         if TARGETS[target]["data"] != MP_CRYSTALS:  # as in "transfer"
@@ -256,6 +268,52 @@ def cgcnn_models(target, stage, fit=FIT):
     }
 
 
+#: Table labels of the source models: every library model and the v2 multi-property model
+#: without ΔE_f (``source_model``), as the "single" stage names its rows.
+SOURCE_LABELS = {"mp-formation-energy": "36k-ΔE_f", "mp-formation-energy-10k": "10k-ΔE_f",
+                 "mp-formation-energy-nm": "20k-NM-ΔE_f", "mp-band-gap-nm": "20k-NM-E_g",
+                 "mp-band-gap-nm-10k": "10k-NM-E_g", "mp-multitask": "36k-multitask",
+                 "mp-multitask-no-gap": "36k-multitask without E_g",
+                 "mp-multitask-no-fe": "36k-multitask without ΔE_f"}
+
+
+def allowed_sources(target):
+    """The source models (names of ``SOURCE_LABELS``) that never saw the target's labels.
+
+    On the Materials Project crystals, a model whose card lists the target's property
+    among its training targets is left out (the band-gap models and the multi-property
+    models with E_g for NM-E_g; the formation-energy models and the multi-property models
+    with ΔE_f for the ΔE_f targets); on other data (the elastic moduli) every model is
+    allowed.
+    """
+    from skcgcnn.modelfile import read_card
+
+    spec, allowed = TARGETS[target], []
+    for name in SOURCE_LABELS:
+        seen = read_card(source_model(name))[1]["target"]
+        seen = [seen] if isinstance(seen, str) else list(seen)
+        if spec["data"] == MP_CRYSTALS and spec["column"] in seen:
+            continue
+        allowed.append(name)
+    return allowed
+
+
+def single_name(label, method=""):
+    """Row name of the "single" stage: one fit at the fine-tuning defaults from ``label``
+    (a source's label or "auto"), with ``method`` (e.g. ", L2-SP 0.01") if any."""
+    return f"TL-CGCNN single{method} ({label})"
+
+
+def single_models(target, fit=FIT):
+    """The "single" stage: ``TransferCGCNNRegressor`` at its fine-tuning defaults (30
+    epochs of 32 on a cosine) from every allowed source in turn. The row of the target's
+    main source is what the "transfer" stage's defaults row measured with an older version
+    of the code (the numerics changed since: same settings, other rounding)."""
+    return {single_name(SOURCE_LABELS[name]): TransferCGCNNRegressor(
+                pretrained=source_model(name), conv_dtype=fit["conv_dtype"])
+            for name in allowed_sources(target)}
+
+
 def stage_splits(target, stage, n_samples, max_trials=10):
     """{training size: splits} of a stage: 500 crystals, or the learning curve's larger sizes,
     with the paper's trial count for each size (at most ``max_trials``)."""
@@ -263,6 +321,26 @@ def stage_splits(target, stage, n_samples, max_trials=10):
                                                    if n != N_TRAIN]
     return {n: repeated_splits(n_samples, n, min(paper_n_trials(n), max_trials), random_state=0)
             for n in sizes}
+
+
+def run_single(targets, args):
+    """The "single" stage, trial by trial over all targets: every row of trial 0 on every
+    target first, then trial 1, ... so that a run cut short leaves every row at the same
+    number of trials (resumable as every stage: finished rows are not fitted again)."""
+    data = {t: load_target(t) for t in targets}
+    splits = {t: stage_splits(t, "single", len(y), args.max_trials)[N_TRAIN]
+              for t, (_, y) in data.items()}
+    for k in range(1, max(len(s) for s in splits.values()) + 1):
+        for target, (graphs, y) in data.items():
+            models = cgcnn_models(target, "single", dict(FIT, conv_dtype=args.conv_dtype))
+            if args.models:
+                models = {m: e for m, e in models.items() if any(a in m for a in args.models)}
+            if not models or k > len(splits[target]):
+                continue
+            res = run_trials(models, graphs, y, splits[target][:k], n_jobs=args.n_jobs,
+                             path=RESULTS / f"{slug(target)}.csv")
+            print(f"{target} single, {k} trials:", flush=True)
+            print(summarize(res).round(4).to_string(index=False), flush=True)
 
 
 def run_stage(target, stage, args):
@@ -907,6 +985,9 @@ def main(argv=None):
     elif not args.report:
         RESULTS.mkdir(parents=True, exist_ok=True)
         for stage in args.stage:
+            if stage == "single":
+                run_single(args.targets, args)
+                continue
             for target in args.targets:
                 run_stage(target, stage, args)
     report()
