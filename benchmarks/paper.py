@@ -306,11 +306,12 @@ def single_name(label, method=""):
 
 def single_models(target, fit=FIT):
     """The "single" stage: ``TransferCGCNNRegressor`` at its fine-tuning defaults (30
-    epochs of 32 on a cosine) from every allowed source in turn. The row of the target's
-    main source is what the "transfer" stage's defaults row measured with an older version
-    of the code (the numerics changed since: same settings, other rounding)."""
+    epochs of 32 on a cosine) from every allowed source in turn, seeded (``random_state=0``,
+    unlike the "transfer" stage's unseeded defaults row), so that a fit from the source
+    that ``pretrained="auto"`` picks is the same fit as that source's row."""
     return {single_name(SOURCE_LABELS[name]): TransferCGCNNRegressor(
-                pretrained=source_model(name), conv_dtype=fit["conv_dtype"])
+                pretrained=source_model(name), conv_dtype=fit["conv_dtype"],
+                random_state=fit["random_state"])
             for name in allowed_sources(target)}
 
 
