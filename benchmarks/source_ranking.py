@@ -1,0 +1,127 @@
+"""How well does the source probe rank the source models that fine-tuning ranks?
+
+Examples
+--------
+python benchmarks/source_ranking.py                      # every target of paper.py
+python benchmarks/source_ranking.py --targets 500-K_VRH --report
+
+For each target of ``paper.py`` and each of its 10 protocol trials, every allowed
+source model (``paper.allowed_sources``: never trained on the target's labels) is
+scored by ``skcgcnn.source_selection.probe_score`` on the trial's 625 fit crystals
+(training + validation, what ``TransferCGCNNRegressor`` is given), with the probe
+variants of ``VARIANTS``: ridge on the pooled vector (the default), the same with
+the 132 magpie descriptors, and ridge on pooled vector + the source head's hidden
+layer. Rows go to ``benchmarks/results/source_ranking.csv`` (target, trial, source,
+variant, probe_mae). The wall time of ``rank_sources`` itself (network loading,
+forward passes, ridge) on trial 0 goes to the ``rank_time_s`` column of the default
+variant's rows.
+
+``--report`` joins the probe's choice per trial with the "single" stage's fixed-source
+rows of ``benchmarks/results/<target>.csv`` (test MAE of one fine-tune at the defaults
+from each source) and prints, per variant, the mean test MAE of the chosen source
+against the best source fixed in hindsight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import paper  # noqa: E402
+
+from skcgcnn.embedding import crystal_embeddings  # noqa: E402
+from skcgcnn.modelfile import network_source  # noqa: E402
+from skcgcnn.source_selection import probe_score, rank_sources  # noqa: E402
+
+OUT = paper.RESULTS / "source_ranking.csv"
+VARIANTS = ("ridge pooled", "ridge pooled + magpie", "ridge pooled + hidden")
+
+
+def probe_rows(target):
+    graphs, y = paper.load_target(target)
+    splits = paper.stage_splits(target, "single", len(y))[paper.N_TRAIN]
+    rows = np.unique(np.concatenate([np.r_[s[0], s[1]] for s in splits]))
+    where = {r: i for i, r in enumerate(rows)}
+    magpie = paper.magpie_features(graphs, rows)[rows]
+    sources = paper.allowed_sources(target)
+    emb, width = {}, {}
+    for name in sources:
+        module, _ = network_source(paper.source_model(name), conv_dtype="float32")
+        emb[name] = crystal_embeddings(module, graphs[rows], "pooled+hidden")
+        width[name] = module.hparams["atom_fea_len"]
+    out = []
+    for t, (train, val, _) in enumerate(splits):
+        fit = np.array([where[r] for r in np.r_[train, val]])
+        seconds = np.nan
+        if t == 0:
+            t0 = time.perf_counter()
+            rank_sources([paper.source_model(s) for s in sources], graphs[np.r_[train, val]],
+                         y[np.r_[train, val]], random_state=0)
+            seconds = time.perf_counter() - t0
+        for name in sources:
+            pooled = emb[name][:, :width[name]]
+            feats = {"ridge pooled": pooled,
+                     "ridge pooled + magpie": np.hstack([pooled, magpie]),
+                     "ridge pooled + hidden": emb[name]}
+            for variant in VARIANTS:
+                out.append(dict(target=target, trial=t, source=name, variant=variant,
+                                probe_mae=probe_score(feats[variant][fit], y[rows][fit],
+                                                      random_state=0),
+                                rank_time_s=seconds if variant == VARIANTS[0] else np.nan))
+        print(target, t, flush=True)
+    return out
+
+
+def report(frame):
+    lines = []
+    for target, g in frame.groupby("target", sort=False):
+        fixed = pd.read_csv(paper.RESULTS / f"{paper.slug(target)}.csv")
+        names = {paper.single_name(paper.SOURCE_LABELS[s]): s
+                 for s in paper.allowed_sources(target)}
+        fixed = fixed[fixed.model.isin(names)].assign(source=lambda f: f.model.map(names))
+        mae = fixed.pivot(index="trial", columns="source", values="test_mae").dropna()
+        if mae.empty:
+            continue
+        best = mae.mean().idxmin()
+        for variant, v in g.groupby("variant", sort=False):
+            probe = v.pivot(index="trial", columns="source", values="probe_mae").loc[mae.index]
+            chosen = probe.idxmin(axis=1)
+            auto = np.array([mae.loc[t, s] for t, s in chosen.items()])
+            lines.append(f"{target} ({len(mae)} trials) {variant}: auto {auto.mean():.4f}, "
+                         f"best fixed {best} {mae[best].mean():.4f} "
+                         f"({100 * (auto.mean() / mae[best].mean() - 1):+.1f} %), oracle per "
+                         f"trial {mae.min(axis=1).mean():.4f}; chosen "
+                         f"{chosen.value_counts().to_dict()}")
+    print("\n".join(lines))
+    return lines
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--targets", nargs="+", choices=list(paper.TARGETS), default=list(paper.TARGETS))
+    p.add_argument("--report", action="store_true", help="only compare with the fixed rows")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if not args.report:
+        done = pd.read_csv(OUT) if OUT.is_file() else pd.DataFrame()
+        rows = done.to_dict("records")
+        for target in args.targets:
+            if len(done) and target in set(done.target):
+                continue
+            rows += probe_rows(target)
+            from skcgcnn.io import atomic_write_bytes
+            atomic_write_bytes(OUT, pd.DataFrame(rows).to_csv(index=False).encode())
+    report(pd.read_csv(OUT))
+
+
+if __name__ == "__main__":
+    main()
