@@ -21,7 +21,7 @@ from .model import CGCNN, resolve_conv_dtype
 from .modelfile import network_source
 from .target import TARGET_NORMALIZATIONS, denormalize, fit_target_stats, normalize
 
-__all__ = ["CGCNNRegressor", "TransferCGCNNRegressor"]
+__all__ = ["CGCNNRegressor", "TransferCGCNNRegressor", "CGCNNMixin", "TransferMixin"]
 
 #: Callbacks built from the estimator's own parameters at every fit; they are
 #: left out of ``get_params`` so that those parameters stay the one source.
@@ -33,7 +33,211 @@ _DERIVED_CALLBACKS = ("lr_scheduler", "best_epoch", "release_memory", "column_ma
 BIG_FIT = 10_000
 
 
-class CGCNNRegressor(NeuralNetRegressor):
+def _init_default(cls, name):
+    """The default of constructor argument ``name`` in the first class of ``cls``'s MRO
+    whose ``__init__`` declares it."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        param = inspect.signature(init).parameters.get(name) if init else None
+        if param is not None and param.default is not inspect.Parameter.empty:
+            return param.default
+    return None
+
+
+class CGCNNMixin:
+    """What every CGCNN estimator shares, whatever its task.
+
+    The network built from the estimator's parameters, its optimizer and
+    default callbacks (learning-rate schedule, best-epoch restore, memory),
+    the validation split seeded by ``random_state``, the graphs of the input
+    (featurized or checked against the settings) and the pooled crystal
+    vectors (:meth:`transform`). :class:`CGCNNRegressor` adds the target
+    normalisation and regression loss; the classifiers of
+    :mod:`skcgcnn.classifiers` add the classes. Not an estimator on its own:
+    it is mixed into a skorch net class.
+    """
+
+    def _store_params(self, params, kwargs, criterion):
+        """Store the shared constructor arguments and skorch's defaults for a CGCNN."""
+        for name, value in params.items():
+            setattr(self, name, value)
+        kwargs.setdefault("module", CGCNN)
+        kwargs.setdefault("criterion", criterion)
+        kwargs.setdefault("optimizer", torch.optim.SGD)
+        kwargs.setdefault("iterator_train", GraphLoader)
+        kwargs.setdefault("iterator_valid", GraphLoader)
+        kwargs.setdefault("dataset", GraphDataset)
+        kwargs.setdefault("train_split", None)
+        kwargs.setdefault("iterator_train__shuffle", True)
+        return kwargs
+
+    # ------------------------------------------------------------------ setup
+    def _n_targets(self):
+        """Outputs of the head: columns of the ``y`` being fitted (1 before a fit)."""
+        return getattr(self, "n_outputs_", 1)
+
+    def _module_kwargs(self):
+        return dict(atom_fea_len=self.atom_fea_len, n_conv=self.n_conv,
+                    h_fea_len=self.h_fea_len, n_h=self.n_h, radius=self.radius,
+                    conv_dtype=resolve_conv_dtype(self.conv_dtype, self.device),
+                    n_targets=self._n_targets())
+
+    def initialize_module(self):
+        """Build the :class:`~skcgcnn.model.CGCNN` from the estimator's parameters."""
+        kwargs = {**self._module_kwargs(), **self.get_params_for("module")}
+        self.module_ = self.initialized_instance(self.module, kwargs)
+        return self
+
+    def initialize_optimizer(self, triggered_directly=None):
+        """The optimizer over the trainable parameters, built as skorch builds it.
+
+        skorch's ``optimizer__*`` parameters apply, ``optimizer__param_groups``
+        included: a list of ``(pattern, options)`` pairs, e.g.
+        ``[("embedding.*", {"lr": 0.001}), ("convs.*", {"lr": 0.001})]``, gives
+        the parameters whose names match ``pattern`` (fnmatch) their own
+        learning rate. ``momentum`` and ``weight_decay`` go to every optimizer
+        that takes them (an ``optimizer__momentum`` or
+        ``optimizer__weight_decay`` wins); a value other than the default for
+        an optimizer that does not take it raises ``ValueError``.
+        """
+        named = [(n, p) for n, p in self.module_.named_parameters() if p.requires_grad]
+        args, kwargs = self.get_params_for_optimizer("optimizer", named)
+        takes = inspect.signature(self.optimizer).parameters
+        for name in ("momentum", "weight_decay"):
+            value, default = getattr(self, name), _init_default(type(self), name)
+            if name in kwargs:
+                continue
+            if name in takes:
+                kwargs[name] = value
+            elif value != default:
+                raise ValueError(
+                    f"{name}={value} was given, but the optimizer "
+                    f"{getattr(self.optimizer, '__name__', self.optimizer)} takes no {name}; "
+                    f"leave {name} at its default {default} or use an "
+                    "optimizer that takes it")
+        self.optimizer_ = self.optimizer(*args, **kwargs)
+        return self
+
+    def get_default_callbacks(self):
+        callbacks = list(super().get_default_callbacks())
+        if self.lr_schedule == "cosine":
+            callbacks.append(("lr_scheduler", CosineLR(int(self.max_epochs))))
+        elif self.lr_schedule != "step":
+            raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
+        elif self.lr_decay_epoch is not None:
+            callbacks.append(("lr_scheduler", LRScheduler(
+                policy=torch.optim.lr_scheduler.MultiStepLR,
+                milestones=[int(self.lr_decay_epoch)], gamma=self.lr_decay)))
+        if self.validation_fraction:
+            patience = self.n_iter_no_change or self.max_epochs + 1
+            callbacks.append(("best_epoch", EarlyStopping(
+                monitor="valid_loss", patience=patience, threshold=0.0,
+                threshold_mode="abs", load_best=True, sink=self._print)))
+        callbacks.append(("release_memory", ReleaseMemory()))
+        return callbacks + self._task_callbacks()
+
+    def _task_callbacks(self):
+        """Default callbacks of the task (regression or classification): none here."""
+        return []
+
+    def _print(self, *args, **kwargs):
+        if self.verbose:
+            print(*args, **kwargs)
+
+    def _get_params_callbacks(self, deep=True):
+        params = super()._get_params_callbacks(deep=deep)
+        return {k: v for k, v in params.items() if k.split("__")[1] not in _DERIVED_CALLBACKS}
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        """Hold out ``validation_fraction`` of the data, seeded by ``random_state``."""
+        if self.train_split is None and self.validation_fraction:
+            dataset = self.get_dataset(X, y)
+            split = ValidSplit(float(self.validation_fraction), random_state=self._seed())
+            return split(dataset, y)
+        return super().get_split_datasets(X, y, **fit_params)
+
+    def _seed(self):
+        if self.random_state is None:
+            return None
+        if isinstance(self.random_state, (int, np.integer)):
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(2**31 - 1))
+
+    @contextlib.contextmanager
+    def _seeded(self, seed):
+        """Run a block with torch seeded by ``seed``; restore the global RNG after."""
+        if seed is None:
+            yield
+            return
+        devices = [torch.cuda.current_device()] if str(self.device).startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+    # ------------------------------------------------------------------- data
+    def _featurizer_settings(self):
+        """(radius, max_num_nbr) the network expects its graphs built with."""
+        return self.radius, self.max_num_nbr
+
+    def _graphs(self, X):
+        """Graphs from graphs or raw structures, checked against the settings."""
+        radius, max_num_nbr = self._featurizer_settings()
+        graphs = _graph_array_or_none(X)
+        if graphs is None:
+            graphs = CrystalGraphTransformer(
+                radius=radius, max_num_nbr=max_num_nbr).transform(_as_list(X))
+        if len(graphs) == 0:
+            raise ValueError("X is empty: expected at least one crystal")
+        for i, g in enumerate(graphs):
+            if g.radius != radius or g.max_num_nbr != max_num_nbr:
+                raise ValueError(
+                    f"graph at index {i} was built with radius={g.radius}, "
+                    f"max_num_nbr={g.max_num_nbr}, but this model uses radius={radius}, "
+                    f"max_num_nbr={max_num_nbr}; build the graphs with the same settings")
+        return graphs
+
+    def check_data(self, X, y=None):
+        """Data were checked in :meth:`fit`; skorch's own checks assume arrays."""
+
+    def _fit_network(self, graphs, y, **fit_params):
+        """skorch's ``fit`` on checked graphs and targets, seeded by ``random_state``."""
+        if len(graphs) >= BIG_FIT:  # effective if no oneDNN operation has run in the process
+            limit_onednn_caches()
+        with self._seeded(self._seed()):
+            super().fit(graphs, y, **fit_params)
+        return self
+
+    def _warn_small_data(self, n):
+        """Warn when one minibatch holds every training crystal (one step per epoch)."""
+        n_train = n
+        if self.train_split is None and self.validation_fraction:
+            n_train = n - int(np.ceil(float(self.validation_fraction) * n))
+        if isinstance(self.batch_size, (int, np.integer)) and 0 < n_train <= self.batch_size:
+            warnings.warn(
+                f"batch_size={self.batch_size} holds all {n_train} training crystals, so every "
+                f"epoch is a single optimisation step and {self.max_epochs} epochs may not "
+                f"converge; pass a smaller batch_size (about {max(4, n_train // 4)}, see the "
+                "user guide's recommended settings for small data sets)", UserWarning,
+                stacklevel=3)
+
+    def transform(self, X):
+        """Pooled crystal vectors of the fitted network (eq. 4), a learned descriptor.
+
+        The same code as :class:`~skcgcnn.PretrainedEmbedding` with
+        ``layer="pooled"`` (:func:`skcgcnn.embedding.crystal_embeddings`).
+
+        Returns
+        -------
+        features : ndarray of shape (n_crystals, atom_fea_len)
+        """
+        self.check_is_fitted()
+        self.module_.eval()
+        return crystal_embeddings(self.module_, self._graphs(X), "pooled", self.batch_size,
+                                  self.device)
+
+
+
+class CGCNNRegressor(CGCNNMixin, NeuralNetRegressor):
     """Crystal graph convolutional neural network regressor (CGCNN).
 
     A scikit-learn regressor built on skorch's ``NeuralNetRegressor``: it takes
@@ -147,156 +351,20 @@ class CGCNNRegressor(NeuralNetRegressor):
                  max_epochs=500,
                  validation_fraction=0.2, n_iter_no_change=None, radius=8.0,
                  max_num_nbr=12, random_state=None, device="cpu", verbose=0, **kwargs):
-        self.atom_fea_len = atom_fea_len
-        self.n_conv = n_conv
-        self.h_fea_len = h_fea_len
-        self.n_h = n_h
-        self.conv_dtype = conv_dtype
-        self.target_normalization = target_normalization
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.lr_decay_epoch = lr_decay_epoch
-        self.lr_decay = lr_decay
-        self.lr_schedule = lr_schedule
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.radius = radius
-        self.max_num_nbr = max_num_nbr
-        self.random_state = random_state
-        kwargs.setdefault("module", CGCNN)
-        kwargs.setdefault("criterion", torch.nn.L1Loss)
-        kwargs.setdefault("optimizer", torch.optim.SGD)
-        kwargs.setdefault("iterator_train", GraphLoader)
-        kwargs.setdefault("iterator_valid", GraphLoader)
-        kwargs.setdefault("dataset", GraphDataset)
-        kwargs.setdefault("train_split", None)
-        kwargs.setdefault("iterator_train__shuffle", True)
+        kwargs = self._store_params(dict(
+            atom_fea_len=atom_fea_len, n_conv=n_conv, h_fea_len=h_fea_len, n_h=n_h,
+            conv_dtype=conv_dtype, target_normalization=target_normalization,
+            momentum=momentum, weight_decay=weight_decay, lr_decay_epoch=lr_decay_epoch,
+            lr_decay=lr_decay, lr_schedule=lr_schedule,
+            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change,
+            radius=radius, max_num_nbr=max_num_nbr, random_state=random_state),
+            kwargs, torch.nn.L1Loss)
         super().__init__(lr=lr, batch_size=batch_size, max_epochs=max_epochs,
                          device=device, verbose=verbose, **kwargs)
 
-    # ------------------------------------------------------------------ setup
-    def _n_targets(self):
-        """Outputs of the head: columns of the ``y`` being fitted (1 before a fit)."""
-        return getattr(self, "n_outputs_", 1)
-
-    def _module_kwargs(self):
-        return dict(atom_fea_len=self.atom_fea_len, n_conv=self.n_conv,
-                    h_fea_len=self.h_fea_len, n_h=self.n_h, radius=self.radius,
-                    conv_dtype=resolve_conv_dtype(self.conv_dtype, self.device),
-                    n_targets=self._n_targets())
-
-    def initialize_module(self):
-        """Build the :class:`~skcgcnn.model.CGCNN` from the estimator's parameters."""
-        kwargs = {**self._module_kwargs(), **self.get_params_for("module")}
-        self.module_ = self.initialized_instance(self.module, kwargs)
-        return self
-
-    def initialize_optimizer(self, triggered_directly=None):
-        """The optimizer over the trainable parameters, built as skorch builds it.
-
-        skorch's ``optimizer__*`` parameters apply, ``optimizer__param_groups``
-        included: a list of ``(pattern, options)`` pairs, e.g.
-        ``[("embedding.*", {"lr": 0.001}), ("convs.*", {"lr": 0.001})]``, gives
-        the parameters whose names match ``pattern`` (fnmatch) their own
-        learning rate. ``momentum`` and ``weight_decay`` go to every optimizer
-        that takes them (an ``optimizer__momentum`` or
-        ``optimizer__weight_decay`` wins); a value other than the default for
-        an optimizer that does not take it raises ``ValueError``.
-        """
-        named = [(n, p) for n, p in self.module_.named_parameters() if p.requires_grad]
-        args, kwargs = self.get_params_for_optimizer("optimizer", named)
-        takes = inspect.signature(self.optimizer).parameters
-        defaults = inspect.signature(CGCNNRegressor.__init__).parameters
-        for name in ("momentum", "weight_decay"):
-            value = getattr(self, name)
-            if name in kwargs:
-                continue
-            if name in takes:
-                kwargs[name] = value
-            elif value != defaults[name].default:
-                raise ValueError(
-                    f"{name}={value} was given, but the optimizer "
-                    f"{getattr(self.optimizer, '__name__', self.optimizer)} takes no {name}; "
-                    f"leave {name} at its default {defaults[name].default} or use an "
-                    "optimizer that takes it")
-        self.optimizer_ = self.optimizer(*args, **kwargs)
-        return self
-
-    def get_default_callbacks(self):
-        callbacks = list(super().get_default_callbacks())
-        if self.lr_schedule == "cosine":
-            callbacks.append(("lr_scheduler", CosineLR(int(self.max_epochs))))
-        elif self.lr_schedule != "step":
-            raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
-        elif self.lr_decay_epoch is not None:
-            callbacks.append(("lr_scheduler", LRScheduler(
-                policy=torch.optim.lr_scheduler.MultiStepLR,
-                milestones=[int(self.lr_decay_epoch)], gamma=self.lr_decay)))
-        if self.validation_fraction:
-            patience = self.n_iter_no_change or self.max_epochs + 1
-            callbacks.append(("best_epoch", EarlyStopping(
-                monitor="valid_loss", patience=patience, threshold=0.0,
-                threshold_mode="abs", load_best=True, sink=self._print)))
-        callbacks.append(("release_memory", ReleaseMemory()))
-        if self._n_targets() > 1:
-            callbacks.append(("column_mae", ColumnMAE()))
-        return callbacks
-
-    def _print(self, *args, **kwargs):
-        if self.verbose:
-            print(*args, **kwargs)
-
-    def _get_params_callbacks(self, deep=True):
-        params = super()._get_params_callbacks(deep=deep)
-        return {k: v for k, v in params.items() if k.split("__")[1] not in _DERIVED_CALLBACKS}
-
-    def get_split_datasets(self, X, y=None, **fit_params):
-        """Hold out ``validation_fraction`` of the data, seeded by ``random_state``."""
-        if self.train_split is None and self.validation_fraction:
-            dataset = self.get_dataset(X, y)
-            split = ValidSplit(float(self.validation_fraction), random_state=self._seed())
-            return split(dataset, y)
-        return super().get_split_datasets(X, y, **fit_params)
-
-    def _seed(self):
-        if self.random_state is None:
-            return None
-        if isinstance(self.random_state, (int, np.integer)):
-            return int(self.random_state)
-        return int(check_random_state(self.random_state).randint(2**31 - 1))
-
-    @contextlib.contextmanager
-    def _seeded(self, seed):
-        """Run a block with torch seeded by ``seed``; restore the global RNG after."""
-        if seed is None:
-            yield
-            return
-        devices = [torch.cuda.current_device()] if str(self.device).startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
-
-    # ------------------------------------------------------------------- data
-    def _featurizer_settings(self):
-        """(radius, max_num_nbr) the network expects its graphs built with."""
-        return self.radius, self.max_num_nbr
-
-    def _graphs(self, X):
-        """Graphs from graphs or raw structures, checked against the settings."""
-        radius, max_num_nbr = self._featurizer_settings()
-        graphs = _graph_array_or_none(X)
-        if graphs is None:
-            graphs = CrystalGraphTransformer(
-                radius=radius, max_num_nbr=max_num_nbr).transform(_as_list(X))
-        if len(graphs) == 0:
-            raise ValueError("X is empty: expected at least one crystal")
-        for i, g in enumerate(graphs):
-            if g.radius != radius or g.max_num_nbr != max_num_nbr:
-                raise ValueError(
-                    f"graph at index {i} was built with radius={g.radius}, "
-                    f"max_num_nbr={g.max_num_nbr}, but this model uses radius={radius}, "
-                    f"max_num_nbr={max_num_nbr}; build the graphs with the same settings")
-        return graphs
+    def _task_callbacks(self):
+        """Several targets: the validation MAE of each column."""
+        return [("column_mae", ColumnMAE())] if self._n_targets() > 1 else []
 
     def _check_y(self, y, n):
         if y is None:
@@ -321,9 +389,6 @@ class CGCNNRegressor(NeuralNetRegressor):
             if len(empty):
                 raise ValueError(f"y column(s) {empty.tolist()} have no finite value")
         return y
-
-    def check_data(self, X, y=None):
-        """Data were checked in :meth:`fit`; skorch's own checks assume arrays."""
 
     # ---------------------------------------------------------------- fitting
     def fit(self, X, y, **fit_params):
@@ -360,11 +425,8 @@ class CGCNNRegressor(NeuralNetRegressor):
             stats = fit_target_stats(y, self.target_normalization)
             self._pending_target_stats = stats  # set by initialize()
         y_norm = normalize(y, *stats, self.target_normalization).astype(np.float32)
-        if len(graphs) >= BIG_FIT:  # effective if no oneDNN operation has run in the process
-            limit_onednn_caches()
         try:
-            with self._seeded(self._seed()):
-                super().fit(graphs, y_norm, **fit_params)
+            self._fit_network(graphs, y_norm, **fit_params)
         finally:
             self.__dict__.pop("_pending_target_stats", None)
         return self
@@ -377,19 +439,6 @@ class CGCNNRegressor(NeuralNetRegressor):
             self.module_.target_mean.copy_(torch.as_tensor(stats[0]))
             self.module_.target_scale.copy_(torch.as_tensor(stats[1]))
         return self
-
-    def _warn_small_data(self, n):
-        """Warn when one minibatch holds every training crystal (one step per epoch)."""
-        n_train = n
-        if self.train_split is None and self.validation_fraction:
-            n_train = n - int(np.ceil(float(self.validation_fraction) * n))
-        if isinstance(self.batch_size, (int, np.integer)) and 0 < n_train <= self.batch_size:
-            warnings.warn(
-                f"batch_size={self.batch_size} holds all {n_train} training crystals, so every "
-                f"epoch is a single optimisation step and {self.max_epochs} epochs may not "
-                f"converge; pass a smaller batch_size (about {max(4, n_train // 4)}, see the "
-                "user guide's recommended settings for small data sets)", UserWarning,
-                stacklevel=3)
 
     def _target_stats(self):
         """(mean, scale) of the target normalisation: floats, or arrays per target."""
@@ -422,23 +471,89 @@ class CGCNNRegressor(NeuralNetRegressor):
         """
         return self._denormalize(super().predict(self._graphs(X)))
 
-    def transform(self, X):
-        """Pooled crystal vectors of the fitted network (eq. 4), a learned descriptor.
 
-        The same code as :class:`~skcgcnn.PretrainedEmbedding` with
-        ``layer="pooled"`` (:func:`skcgcnn.embedding.crystal_embeddings`).
+class TransferMixin:
+    """TL-CGCNN's part of a transfer estimator: the network comes from a pretrained one.
 
-        Returns
-        -------
-        features : ndarray of shape (n_crystals, atom_fea_len)
-        """
-        self.check_is_fitted()
-        self.module_.eval()
-        return crystal_embeddings(self.module_, self._graphs(X), "pooled", self.batch_size,
-                                  self.device)
+    Reads ``pretrained``, ``freeze`` and ``head``: loads every pretrained
+    parameter into the network (all but the head with ``head="new"``),
+    takes the architecture and the featurizer settings from the source, and
+    freezes the chosen layers. Mixed in before a :class:`CGCNNMixin`
+    estimator (:class:`TransferCGCNNRegressor`, the transfer classifier).
+    """
+
+    def _source(self):
+        """The pretrained module (a copy) and its card."""
+        return network_source(self.pretrained)
+
+    def _card(self):
+        """The card of ``pretrained``, read again after ``set_params(pretrained=...)``."""
+        if not hasattr(self, "card_") or getattr(self, "_card_of", None) is not self.pretrained:
+            self.card_ = self._source()[1]
+            self._card_of = self.pretrained
+        return self.card_
+
+    def _check_as_pretrained(self, names, theirs):
+        """Raise if a parameter in ``names`` is set to other than the pretrained value."""
+        for name in names:
+            mine = getattr(self, name)
+            if mine is not None and mine != theirs[name]:
+                raise ValueError(f"{name}={mine} differs from the pretrained model's "
+                                 f"{name}={theirs[name]}; leave it None")
+
+    def _featurizer_settings(self):
+        card = self._card()["featurizer"]
+        self._check_as_pretrained(("radius", "max_num_nbr"), card)
+        return card["radius"], card["max_num_nbr"]
+
+    def _frozen_modules(self, module):
+        f = self.freeze
+        if f is None:
+            return []
+        if f == "embedding":
+            return [module.embedding]
+        if f == "all_but_head":
+            return [module.embedding, *module.convs]
+        if isinstance(f, (int, np.integer)) and not isinstance(f, bool) and 0 <= f <= len(module.convs):
+            return [module.embedding, *module.convs[:f]]
+        raise ValueError(f"freeze must be None, 'embedding', 'all_but_head' or an int from 0 "
+                         f"to n_conv={len(module.convs)}, got {f!r}")
+
+    def initialize_module(self):
+        """Build the network from the pretrained one, load its parameters, freeze layers."""
+        if self.head not in ("new", "keep"):
+            raise ValueError(f"head must be 'new' or 'keep', got {self.head!r}")
+        source, card = self._source()
+        self.card_, self._card_of = card, self.pretrained
+        state = source.state_dict()
+        arch = {k: source.hparams[k] for k in ("atom_fea_len", "n_conv", "radius")}
+        arch["conv_dtype"] = resolve_conv_dtype(self.conv_dtype, self.device)
+        self._check_as_pretrained(("atom_fea_len", "n_conv"), arch)
+        if self.head == "keep":
+            arch.update(h_fea_len=source.hparams["h_fea_len"], n_h=source.hparams["n_h"],
+                        n_targets=source.hparams.get("n_targets", 1))
+            if arch["n_targets"] != self._n_targets():
+                raise ValueError(f"head='keep' keeps the pretrained head's {arch['n_targets']} "
+                                 f"output(s), but y has {self._n_targets()} target column(s); "
+                                 "use head='new'")
+        else:
+            arch.update(h_fea_len=self.h_fea_len, n_h=self.n_h, n_targets=self._n_targets())
+            # the new targets' statistics are fitted in fit(), the new head is initialised
+            drop = ("conv_to_fc.", "fcs.", "fc_out.", "target_mean", "target_scale")
+            state = {k: v for k, v in state.items() if not k.startswith(drop)}
+        module = self.initialized_instance(self.module, {**arch, **self.get_params_for("module")})
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ValueError(f"pretrained model has parameters this network lacks: {unexpected[:5]}")
+        self.transferred_ = sorted(state)
+        frozen = self._frozen_modules(module)
+        module.freeze(frozen)
+        self.frozen_ = sorted(n for n, p in module.named_parameters() if not p.requires_grad)
+        self.module_ = module
+        return self
 
 
-class TransferCGCNNRegressor(CGCNNRegressor):
+class TransferCGCNNRegressor(TransferMixin, CGCNNRegressor):
     """TL-CGCNN: a CGCNN initialised from a pretrained model and fine-tuned.
 
     Every pretrained parameter (embedding, convolutions and, with
@@ -525,73 +640,3 @@ class TransferCGCNNRegressor(CGCNNRegressor):
                          n_h=n_h, lr=lr, batch_size=batch_size, max_epochs=max_epochs,
                          lr_schedule=lr_schedule, radius=radius, max_num_nbr=max_num_nbr,
                          **kwargs)
-
-    def _source(self):
-        """The pretrained module (a copy) and its card."""
-        return network_source(self.pretrained)
-
-    def _card(self):
-        """The card of ``pretrained``, read again after ``set_params(pretrained=...)``."""
-        if not hasattr(self, "card_") or getattr(self, "_card_of", None) is not self.pretrained:
-            self.card_ = self._source()[1]
-            self._card_of = self.pretrained
-        return self.card_
-
-    def _check_as_pretrained(self, names, theirs):
-        """Raise if a parameter in ``names`` is set to other than the pretrained value."""
-        for name in names:
-            mine = getattr(self, name)
-            if mine is not None and mine != theirs[name]:
-                raise ValueError(f"{name}={mine} differs from the pretrained model's "
-                                 f"{name}={theirs[name]}; leave it None")
-
-    def _featurizer_settings(self):
-        card = self._card()["featurizer"]
-        self._check_as_pretrained(("radius", "max_num_nbr"), card)
-        return card["radius"], card["max_num_nbr"]
-
-    def _frozen_modules(self, module):
-        f = self.freeze
-        if f is None:
-            return []
-        if f == "embedding":
-            return [module.embedding]
-        if f == "all_but_head":
-            return [module.embedding, *module.convs]
-        if isinstance(f, (int, np.integer)) and not isinstance(f, bool) and 0 <= f <= len(module.convs):
-            return [module.embedding, *module.convs[:f]]
-        raise ValueError(f"freeze must be None, 'embedding', 'all_but_head' or an int from 0 "
-                         f"to n_conv={len(module.convs)}, got {f!r}")
-
-    def initialize_module(self):
-        """Build the network from the pretrained one, load its parameters, freeze layers."""
-        if self.head not in ("new", "keep"):
-            raise ValueError(f"head must be 'new' or 'keep', got {self.head!r}")
-        source, card = self._source()
-        self.card_, self._card_of = card, self.pretrained
-        state = source.state_dict()
-        arch = {k: source.hparams[k] for k in ("atom_fea_len", "n_conv", "radius")}
-        arch["conv_dtype"] = resolve_conv_dtype(self.conv_dtype, self.device)
-        self._check_as_pretrained(("atom_fea_len", "n_conv"), arch)
-        if self.head == "keep":
-            arch.update(h_fea_len=source.hparams["h_fea_len"], n_h=source.hparams["n_h"],
-                        n_targets=source.hparams.get("n_targets", 1))
-            if arch["n_targets"] != self._n_targets():
-                raise ValueError(f"head='keep' keeps the pretrained head's {arch['n_targets']} "
-                                 f"output(s), but y has {self._n_targets()} target column(s); "
-                                 "use head='new'")
-        else:
-            arch.update(h_fea_len=self.h_fea_len, n_h=self.n_h, n_targets=self._n_targets())
-            # the new targets' statistics are fitted in fit(), the new head is initialised
-            drop = ("conv_to_fc.", "fcs.", "fc_out.", "target_mean", "target_scale")
-            state = {k: v for k, v in state.items() if not k.startswith(drop)}
-        module = self.initialized_instance(self.module, {**arch, **self.get_params_for("module")})
-        missing, unexpected = module.load_state_dict(state, strict=False)
-        if unexpected:
-            raise ValueError(f"pretrained model has parameters this network lacks: {unexpected[:5]}")
-        self.transferred_ = sorted(state)
-        frozen = self._frozen_modules(module)
-        module.freeze(frozen)
-        self.frozen_ = sorted(n for n, p in module.named_parameters() if not p.requires_grad)
-        self.module_ = module
-        return self
