@@ -309,10 +309,68 @@ def single_models(target, fit=FIT):
     epochs of 32 on a cosine) from every allowed source in turn, seeded (``random_state=0``,
     unlike the "transfer" stage's unseeded defaults row), so that a fit from the source
     that ``pretrained="auto"`` picks is the same fit as that source's row."""
-    return {single_name(SOURCE_LABELS[name]): TransferCGCNNRegressor(
-                pretrained=source_model(name), conv_dtype=fit["conv_dtype"],
-                random_state=fit["random_state"])
-            for name in allowed_sources(target)}
+    models = {single_name(SOURCE_LABELS[name]): TransferCGCNNRegressor(
+                  pretrained=source_model(name), conv_dtype=fit["conv_dtype"],
+                  random_state=fit["random_state"])
+              for name in allowed_sources(target)}
+    # the fine-tuning methods, from the target's main source (today's default choice)
+    main, label = TARGETS[target]["pretrained"][0]
+    for method, params in SINGLE_METHODS.items():
+        models[single_name(label, method)] = TransferCGCNNRegressor(
+            pretrained=main, conv_dtype=fit["conv_dtype"], random_state=fit["random_state"],
+            **params)
+    return models
+
+
+#: The "single" stage's fine-tuning methods: row suffix -> TransferCGCNNRegressor parameters.
+#: L2-SP at the paper's alpha = 0.1; LP-FT with the first third of the 30 epochs head-only.
+SINGLE_METHODS = {", L2-SP 0.1": dict(l2_sp=0.1), ", LP-FT 10": dict(lp_epochs=10)}
+#: Choices of pretrained="auto" per trial (the probe's scores), beside the results.
+AUTO_CHOICES = RESULTS / "single_auto.csv"
+
+
+def auto_rows(target, graphs, y, splits, path, conv_dtype):
+    """Rows of ``TransferCGCNNRegressor(pretrained="auto", candidates=allowed)`` for the
+    trials whose fixed-source rows are all in ``path``, without fitting a network again.
+
+    The estimator ranks the candidates on the fit crystals (``rank_sources``, folds
+    seeded by ``random_state=0``, the same ``conv_dtype``) and fine-tunes the best with
+    ``random_state=0``: the same fit as that source's fixed row (tests check that
+    ``pretrained="auto"`` reproduces the fixed fit). So the row takes that row's MAEs;
+    its fit time is the probe's wall time plus that fit's. The choices and the probe's
+    scores go to ``AUTO_CHOICES``.
+    """
+    import json
+
+    from skcgcnn.source_selection import rank_sources
+    from skcgcnn.stats import _read_results, _write_results
+
+    sources = allowed_sources(target)
+    fixed = {single_name(SOURCE_LABELS[s]): s for s in sources}
+    name = single_name("auto")
+    frame = _read_results(path)
+    choices = pd.read_csv(AUTO_CHOICES) if AUTO_CHOICES.is_file() else pd.DataFrame(
+        columns=["target", "trial", "chosen", "probe_time_s", "scores"])
+    new = []
+    for t, (train, val, _) in enumerate(splits):
+        rows = frame[(frame.trial == t) & (frame.n_train == len(train))]
+        if name in set(rows.model) or not set(fixed) <= set(rows.model):
+            continue
+        fit = np.r_[train, val]
+        t0 = time.perf_counter()
+        scores = rank_sources([source_model(s) for s in sources], graphs[fit], y[fit],
+                              random_state=0, conv_dtype=conv_dtype)
+        seconds = time.perf_counter() - t0
+        chosen = next(s for s in sources if source_model(s) == next(iter(scores)))
+        row = rows[rows.model == single_name(SOURCE_LABELS[chosen])].iloc[0].to_dict()
+        new.append(dict(row, model=name, fit_time_s=row["fit_time_s"] + seconds))
+        choices.loc[len(choices)] = [target, t, chosen, seconds, json.dumps(
+            {os.path.basename(k).removesuffix(".pt"): round(v, 6) for k, v in scores.items()})]
+        print(f"{target} trial {t} auto: {chosen} ({seconds:.1f} s)", flush=True)
+    if new:
+        _write_results(pd.concat([frame, pd.DataFrame(new)], ignore_index=True), path)
+        from skcgcnn.io import atomic_write_bytes
+        atomic_write_bytes(AUTO_CHOICES, choices.to_csv(index=False).encode())
 
 
 def stage_splits(target, stage, n_samples, max_trials=10):
@@ -338,10 +396,22 @@ def run_single(targets, args):
                 models = {m: e for m, e in models.items() if any(a in m for a in args.models)}
             if not models or k > len(splits[target]):
                 continue
+            path = RESULTS / f"{slug(target)}.csv"
             res = run_trials(models, graphs, y, splits[target][:k], n_jobs=args.n_jobs,
-                             path=RESULTS / f"{slug(target)}.csv")
+                             path=path)
+            if not args.models or any(a in single_name("auto") for a in args.models):
+                auto_rows(target, graphs, y, splits[target][:k], path, args.conv_dtype)
+                res = _read_results_at(path, N_TRAIN)
+            res = res[res.model.isin(models) | (res.model == single_name("auto"))]
             print(f"{target} single, {k} trials:", flush=True)
             print(summarize(res).round(4).to_string(index=False), flush=True)
+
+
+def _read_results_at(path, n_train):
+    from skcgcnn.stats import _read_results
+
+    frame = _read_results(path)
+    return frame[frame.n_train == n_train]
 
 
 def run_stage(target, stage, args):
