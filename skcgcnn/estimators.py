@@ -615,7 +615,11 @@ class TransferMixin:
                                  f"{name}={theirs[name]}; leave it None")
 
     def _featurizer_settings(self):
-        card = self._card()["featurizer"]
+        if self._is_auto() and getattr(self, "pretrained_", None) is None:
+            # before "auto" has chosen: the candidates' settings (rank_sources checks they agree)
+            card = read_card(self._candidate_list()[0])[1]["featurizer"]
+        else:
+            card = self._card()["featurizer"]
         self._check_as_pretrained(("radius", "max_num_nbr"), card)
         return card["radius"], card["max_num_nbr"]
 

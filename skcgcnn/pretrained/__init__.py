@@ -26,7 +26,8 @@ __all__ = ["list_pretrained", "load_pretrained", "load_estimator", "save_pretrai
 #: Estimator parameters recorded under the card's "hyperparameters".
 HYPERPARAMETER_KEYS = ("lr", "max_epochs", "batch_size", "momentum", "weight_decay",
                        "lr_decay_epoch", "lr_decay", "validation_fraction", "n_iter_no_change",
-                       "conv_dtype", "random_state", "freeze", "head")
+                       "conv_dtype", "random_state", "freeze", "head", "l2_sp", "lp_epochs",
+                       "source_rank")
 
 
 def load_estimator(name_or_path, device="cpu", conv_dtype="auto"):
@@ -172,8 +173,9 @@ def training_card(estimator):
         weights are kept) and ``valid_mae_normalized`` (the validation MAE of
         the normalised target at that epoch, in units of the target's
         standard deviation for ``target_normalization="standard"``); for a
-        fine-tuned model, ``pretrained`` (the source model) and
-        ``pretrained_target``.
+        fine-tuned model, ``pretrained`` (the source model fine-tuned: with
+        ``pretrained="auto"``, the one the probe chose), ``pretrained_target``
+        and, with ``"auto"``, ``source_scores`` (the probe's ranking).
 
     Examples
     --------
@@ -209,15 +211,20 @@ def training_card(estimator):
             card["valid_mae_normalized"] = float(losses[best])
     pretrained = getattr(estimator, "pretrained", None)
     if pretrained is not None and hasattr(estimator, "card_"):
-        card["pretrained"] = (str(pretrained) if isinstance(pretrained, (str, os.PathLike))
+        # the source fine-tuned: with pretrained="auto", the one the probe chose
+        pretrained = getattr(estimator, "pretrained_", None) or pretrained
+        card["pretrained"] = (os.fspath(pretrained) if isinstance(pretrained, (str, os.PathLike))
                               else estimator.card_.get("name", type(pretrained).__name__))
         card["pretrained_target"] = estimator.card_.get("target")
+        scores = getattr(estimator, "source_scores_", None)
+        if scores:  # pretrained="auto": the probe's ranking (cross-validated MAE, best first)
+            card["source_scores"] = {k: float(v) for k, v in scores.items()}
     return card
 
 
 #: Card fields that training_card writes.
 _TRAINING_KEYS = ("hyperparameters", "epochs_trained", "n_train", "n_validation", "best_epoch",
-                  "valid_mae_normalized", "pretrained", "pretrained_target")
+                  "valid_mae_normalized", "pretrained", "pretrained_target", "source_scores")
 
 
 def _loaded_card(estimator):
