@@ -109,3 +109,15 @@ def test_auto_errors(dcdft, sources):
     with pytest.raises(ValueError, match="ranks source models on one target"):
         TransferCGCNNRegressor("auto", candidates=[sources["related"]], **FAST).fit(
             graphs, np.c_[y, y])
+
+
+def test_ensemble_members_from_the_top_sources_in_turn(dcdft, sources):
+    from skcgcnn import EnsembleRegressor
+
+    _, graphs, y = dcdft
+    cands = [sources["unrelated"], sources["related"]]
+    members = [TransferCGCNNRegressor("auto", candidates=cands, source_rank=r, **FAST)
+               for r in (0, 1)]
+    ens = EnsembleRegressor(members, n_estimators=3, random_state=0).fit(graphs, y)
+    assert [m.pretrained_ for m in ens.estimators_] == [sources["related"], sources["unrelated"],
+                                                        sources["related"]]
