@@ -9,9 +9,10 @@ For each target of ``paper.py`` and each of its 10 protocol trials, every allowe
 source model (``paper.allowed_sources``: never trained on the target's labels) is
 scored by ``skcgcnn.source_selection.probe_score`` on the trial's 625 fit crystals
 (training + validation, what ``TransferCGCNNRegressor`` is given), with the probe
-variants of ``VARIANTS``: ridge on the pooled vector (the default), the same with
-the 132 magpie descriptors, and ridge on pooled vector + the source head's hidden
-layer. Rows go to ``benchmarks/results/source_ranking.csv`` (target, trial, source,
+variants of ``VARIANTS``: ridge on the pooled vector (the default, what
+``pretrained="auto"`` does), ridge on pooled vector + the source head's hidden layer, and
+kernel ridge (RBF) on the pooled vector; in the benchmarks' precision (bfloat16
+convolutions, ``paper.FIT``). Rows go to ``benchmarks/results/source_ranking.csv`` (target, trial, source,
 variant, probe_mae). The wall time of ``rank_sources`` itself (network loading,
 forward passes, ridge) on trial 0 goes to the ``rank_time_s`` column of the default
 variant's rows.
@@ -41,7 +42,21 @@ from skcgcnn.modelfile import network_source  # noqa: E402
 from skcgcnn.source_selection import probe_score, rank_sources  # noqa: E402
 
 OUT = paper.RESULTS / "source_ranking.csv"
-VARIANTS = ("ridge pooled", "ridge pooled + magpie", "ridge pooled + hidden")
+#: The precision of the benchmarks' fits (paper.FIT), which pretrained="auto" probes with.
+CONV_DTYPE = paper.FIT["conv_dtype"]
+VARIANTS = ("ridge pooled", "ridge pooled + hidden", "kernel ridge pooled")
+
+
+def _krr():
+    """Kernel ridge (RBF, gamma 1 / features on standardised vectors), alpha by 3-fold CV."""
+    from sklearn.kernel_ridge import KernelRidge
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), GridSearchCV(
+        KernelRidge(kernel="rbf", gamma=1 / 64), {"alpha": [0.01, 0.1, 1.0]}, cv=3,
+        scoring="neg_mean_absolute_error"))
 
 
 def probe_rows(target):
@@ -49,11 +64,10 @@ def probe_rows(target):
     splits = paper.stage_splits(target, "single", len(y))[paper.N_TRAIN]
     rows = np.unique(np.concatenate([np.r_[s[0], s[1]] for s in splits]))
     where = {r: i for i, r in enumerate(rows)}
-    magpie = paper.magpie_features(graphs, rows)[rows]
     sources = paper.allowed_sources(target)
     emb, width = {}, {}
     for name in sources:
-        module, _ = network_source(paper.source_model(name), conv_dtype="float32")
+        module, _ = network_source(paper.source_model(name), conv_dtype=CONV_DTYPE)
         emb[name] = crystal_embeddings(module, graphs[rows], "pooled+hidden")
         width[name] = module.hparams["atom_fea_len"]
     out = []
@@ -63,17 +77,17 @@ def probe_rows(target):
         if t == 0:
             t0 = time.perf_counter()
             rank_sources([paper.source_model(s) for s in sources], graphs[np.r_[train, val]],
-                         y[np.r_[train, val]], random_state=0)
+                         y[np.r_[train, val]], random_state=0, conv_dtype=CONV_DTYPE)
             seconds = time.perf_counter() - t0
         for name in sources:
             pooled = emb[name][:, :width[name]]
-            feats = {"ridge pooled": pooled,
-                     "ridge pooled + magpie": np.hstack([pooled, magpie]),
-                     "ridge pooled + hidden": emb[name]}
+            feats = {"ridge pooled": pooled, "ridge pooled + hidden": emb[name],
+                     "kernel ridge pooled": pooled}
             for variant in VARIANTS:
+                est = _krr() if variant.startswith("kernel") else None
                 out.append(dict(target=target, trial=t, source=name, variant=variant,
                                 probe_mae=probe_score(feats[variant][fit], y[rows][fit],
-                                                      random_state=0),
+                                                      random_state=0, estimator=est),
                                 rank_time_s=seconds if variant == VARIANTS[0] else np.nan))
         print(target, t, flush=True)
     return out
