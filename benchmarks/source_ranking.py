@@ -4,6 +4,7 @@ Examples
 --------
 python benchmarks/source_ranking.py                      # every target of paper.py
 python benchmarks/source_ranking.py --targets 500-K_VRH --report
+python benchmarks/source_ranking.py --targets 500-K_VRH 500-NM-E_g --timing
 
 For each target of ``paper.py`` and each of its 10 protocol trials, every allowed
 source model (``paper.allowed_sources``: never trained on the target's labels) is
@@ -93,6 +94,30 @@ def probe_rows(target):
     return out
 
 
+def timing(target, repeats=2):
+    """CPU seconds of rank_sources over every allowed source against one fine-tune at the
+    defaults (from the main source), on trial 0's 625 fit crystals, alternated."""
+    from skcgcnn import TransferCGCNNRegressor
+
+    graphs, y = paper.load_target(target)
+    train, val, _ = paper.stage_splits(target, "single", len(y))[paper.N_TRAIN][0]
+    G, Y = graphs[np.r_[train, val]], y[np.r_[train, val]]
+    cands = [paper.source_model(s) for s in paper.allowed_sources(target)]
+    probe, fit = [], []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        rank_sources(cands, G, Y, random_state=0, conv_dtype=CONV_DTYPE)
+        probe.append(time.process_time() - t0)
+        t0 = time.process_time()
+        TransferCGCNNRegressor(pretrained=paper.TARGETS[target]["pretrained"][0][0],
+                               conv_dtype=CONV_DTYPE, random_state=0).fit(G, Y)
+        fit.append(time.process_time() - t0)
+    print(f"{target}: probe of {len(cands)} sources {np.mean(probe):.2f} CPU s "
+          f"({', '.join(f'{v:.2f}' for v in probe)}), one fine-tune {np.mean(fit):.2f} CPU s "
+          f"({', '.join(f'{v:.2f}' for v in fit)}): {np.mean(probe) / np.mean(fit):.1%}",
+          flush=True)
+
+
 def report(frame):
     lines = []
     for target, g in frame.groupby("target", sort=False):
@@ -123,8 +148,14 @@ def main(argv=None):
     p.add_argument("--targets", nargs="+", choices=list(paper.TARGETS), default=list(paper.TARGETS))
     p.add_argument("--report", action="store_true", help="only compare with the fixed rows")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--timing", action="store_true",
+                   help="only time the probe against one fine-tune (CPU seconds, trial 0)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.timing:
+        for target in args.targets:
+            timing(target)
+        return
     if not args.report:
         done = pd.read_csv(OUT) if OUT.is_file() else pd.DataFrame()
         rows = done.to_dict("records")
