@@ -119,6 +119,8 @@ def timing(target, repeats=2):
 
 
 def report(frame):
+    from scipy.stats import spearmanr
+
     lines = []
     for target, g in frame.groupby("target", sort=False):
         fixed = pd.read_csv(paper.RESULTS / f"{paper.slug(target)}.csv")
@@ -133,10 +135,14 @@ def report(frame):
             probe = v.pivot(index="trial", columns="source", values="probe_mae").loc[mae.index]
             chosen = probe.idxmin(axis=1)
             auto = np.array([mae.loc[t, s] for t, s in chosen.items()])
+            # per trial, the rank correlation of the probe's scores with the fine-tuned MAEs
+            rho = np.nanmean([spearmanr(probe.loc[t, mae.columns], mae.loc[t])[0]
+                              for t in mae.index]) if mae.shape[1] > 2 else np.nan
             lines.append(f"{target} ({len(mae)} trials) {variant}: auto {auto.mean():.4f}, "
                          f"best fixed {best} {mae[best].mean():.4f} "
                          f"({100 * (auto.mean() / mae[best].mean() - 1):+.1f} %), oracle per "
-                         f"trial {mae.min(axis=1).mean():.4f}; chosen "
+                         f"trial {mae.min(axis=1).mean():.4f}; Spearman(probe, fine-tuned) "
+                         f"{rho:.2f}; chosen "
                          f"{chosen.value_counts().to_dict()}")
     print("\n".join(lines))
     return lines
