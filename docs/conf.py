@@ -65,8 +65,8 @@ myst_heading_anchors = 3
 sphinx_gallery_conf = {
     "examples_dirs": os.path.relpath(EXAMPLES, HERE),
     "gallery_dirs": "auto_examples",
-    # only plot_*.py are gallery examples: examples/dcdft_transfer.py and
-    # examples/elasticity_transfer.py (minutes, ../shared data) are never run here
+    # only plot_*.py are gallery examples: examples/elasticity_ensemble.py and
+    # examples/dcdft_transfer.py (minutes each) are never run here
     "filename_pattern": r"plot_",
     "ignore_pattern": r"^(?!plot_)",
     "within_subsection_order": "FileNameSortKey",

@@ -3,8 +3,8 @@ Uncertainty on a few hundred crystals
 =====================================
 
 :class:`~skcgcnn.EnsembleRegressor` fits several seeds of a network and returns their
-mean with a standard deviation calibrated on the crystals each seed held out for
-validation (:doc:`../user_guide/uncertainty`). Here: a TL-CGCNN ensemble fine-tuned
+mean with a standard deviation calibrated on crystals that no seed saw (split
+conformal, :doc:`../user_guide/uncertainty`). Here: a TL-CGCNN ensemble fine-tuned
 on 200 bulk moduli of the bundled Materials Project sample
 (:func:`~skcgcnn.datasets.load_mp_elasticity`, CC BY 4.0), tested on 300 others.
 Few epochs and members keep the example fast; ``examples/elasticity_ensemble.py``
@@ -35,8 +35,8 @@ lower, upper = model.predict_interval(graphs[test]).T  # 90 % by default
 
 err = np.abs(mean - y[test])
 print(f"test MAE {err.mean():.3f} log10 GPa")
-print(f"{np.isfinite(model.oob_prediction_).sum()} of {len(train)} training crystals were "
-      f"held out by some member and calibrate the std (scale {model.std_scale_:.2f})")
+print(f"{len(model.calibration_indices_)} of the {len(train)} training crystals, which no "
+      f"member saw, calibrate the std (scale {model.std_scale_:.2f})")
 print(f"90 % intervals cover {np.mean((y[test] >= lower) & (y[test] <= upper)):.0%} of the "
       f"test crystals")
 print(f"Spearman correlation of |error| and std: {spearmanr(err, std)[0]:.2f}")

@@ -4,9 +4,9 @@ Each model is standardised magpie descriptors (132 per crystal,
 :class:`~skcgcnn.composition.MagpieFeaturizer`) into a regressor whose
 hyperparameters are chosen by ``GridSearchCV`` (mean absolute error, shuffled
 k-fold) on the crystals it is fitted on: in the protocol, the training and
-validation crystals of a trial. ``skcgcnn compare`` and
-``benchmarks/paper.py`` both take their baselines from here, so the two use
-one grid.
+validation crystals of a trial. ``skcgcnn compare`` and the project's
+benchmarks (``benchmarks/paper.py`` in the source repository) both take their
+baselines from here, so the two use one grid.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import sys
+import threading
 
 import numpy as np
 import torch
@@ -22,17 +23,45 @@ __all__ = ["AtomicCheckpoint", "ColumnMAE", "CosineLR", "HeadFirst", "L2SP", "Re
 
 
 class AtomicCheckpoint(Callback):
-    """Save parameters, optimizer state and history after every epoch, atomically.
+    """Save everything that decides the rest of a run after every epoch, atomically.
 
     Unlike skorch's ``Checkpoint`` it never writes into the working directory
     by default, never leaves a half-written file (temporary file, then
     rename), and resumes: when ``dirname`` holds a checkpoint and the net has
-    no history yet, training begins from it.
+    no history yet, training begins from it, and goes on as the run would
+    have gone on without the interruption. Restored at the start of training:
+
+    - the parameters, the optimizer's state (its moments and learning rates)
+      and the history, so that a schedule that reads the epoch from the
+      history (:class:`CosineLR`) continues its curve;
+    - the best score of every scoring callback (skorch's ``valid_loss``
+      included), so that ``valid_loss_best`` compares with the best epoch so
+      far, not with infinity;
+    - the state of every ``EarlyStopping``: its best score and epoch, the
+      epochs without improvement counted against its patience, and the best
+      epoch's weights that ``load_best`` restores at the end;
+    - torch's and numpy's global random states as they were at the end of
+      the checkpointed epoch, so that the next epoch shuffles (and drops out)
+      as it would have; this wins over the seeding of ``random_state`` in
+      :meth:`~skcgcnn.CGCNNRegressor.fit` (whose ``random_state`` keeps both
+      generators private to the fit; with ``random_state=None`` the global
+      generators carry on from the checkpoint's).
+
+    A resumed run trains ``max_epochs`` more epochs and a torch scheduler of
+    skorch's ``LRScheduler`` starts counting again: to finish a run of a
+    fixed length, pass what is left (:func:`~skcgcnn.pretraining.pretrain`
+    does, and moves a step decay accordingly). On a GPU the shuffling follows
+    (it draws from the CPU generator), but CUDA kernels are not bit-for-bit
+    reproducible, so neither is a resumed run there.
 
     Parameters
     ----------
     dirname : str or path-like
-        Folder of ``params.pt``, ``optimizer.pt`` and ``history.json``.
+        Folder of ``params.pt``, ``optimizer.pt``, ``state.pt`` (random
+        states and early-stopping epochs), ``best-<name>-<epoch>.pt`` (the
+        best weights of each ``EarlyStopping`` with ``load_best``) and
+        ``history.json`` (written last: an epoch is checkpointed once it is
+        there).
     resume : bool, default=True
         Load an existing checkpoint at the start of training.
 
@@ -53,18 +82,105 @@ class AtomicCheckpoint(Callback):
 
     def on_train_begin(self, net, **kwargs):
         if self.resume and not len(net.history) and os.path.isfile(self._path("history.json")):
-            net.module_.load_state_dict(load_state_dict(self._path("params.pt")))
-            net.optimizer_.load_state_dict(
-                __import__("torch").load(self._path("optimizer.pt"), weights_only=True))
+            import torch
             from skorch.history import History
 
+            net.module_.load_state_dict(load_state_dict(self._path("params.pt")))
+            net.optimizer_.load_state_dict(torch.load(self._path("optimizer.pt"),
+                                                      weights_only=True))
             with open(self._path("history.json")) as f:
                 net.history_ = History(json.load(f))
+            state = (load_state_dict(self._path("state.pt"))
+                     if os.path.isfile(self._path("state.pt")) else {})
+            _restore_scores(net)
+            for name, cb in _early_stoppings(net):
+                _replay_early_stopping(cb, net.history)
+                best = self._path(f"best-{name}-{cb.best_epoch_}.pt")
+                if getattr(cb, "load_best", False) and os.path.isfile(best):
+                    cb.best_model_weights_ = load_state_dict(best)
+            if state:  # checkpoints of older versions hold no random state
+                _set_random_state(state)
 
     def on_epoch_end(self, net, **kwargs):
+        epoch = net.history[-1, "epoch"]
+        best_files = []
+        for name, cb in _early_stoppings(net):
+            if getattr(cb, "load_best", False) and getattr(cb, "best_epoch_", None) == epoch:
+                best_files.append((name, self._path(f"best-{name}-{epoch}.pt")))
+                save_state_dict(net.module_.state_dict(), best_files[-1][1])
         save_state_dict(net.module_.state_dict(), self._path("params.pt"))
         save_state_dict(net.optimizer_.state_dict(), self._path("optimizer.pt"))
+        save_state_dict(_random_state(), self._path("state.pt"))
         atomic_write_bytes(self._path("history.json"), json.dumps(net.history.to_list()).encode())
+        for name, kept in best_files:  # the epoch is committed: older best weights can go
+            prefix = f"best-{name}-"
+            for old in os.listdir(os.fspath(self.dirname)):
+                if old.startswith(prefix) and old.endswith(".pt") and self._path(old) != kept:
+                    os.remove(self._path(old))
+
+
+def _random_state():
+    """torch's and numpy's global random states as a dict of tensors."""
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    if kind != "MT19937":  # numpy's legacy global generator is always MT19937
+        raise ValueError(f"numpy's global generator is {kind}, expected MT19937")
+    return {"torch": torch.get_rng_state(),
+            "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+            "numpy_pos": torch.tensor(int(pos)), "numpy_has_gauss": torch.tensor(int(has_gauss)),
+            "numpy_cached_gaussian": torch.tensor(float(cached), dtype=torch.float64)}
+
+
+def _set_random_state(state):
+    """Set torch's and numpy's global random states from :func:`_random_state`'s dict."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32),
+                         int(state["numpy_pos"]), int(state["numpy_has_gauss"]),
+                         float(state["numpy_cached_gaussian"])))
+
+
+def _restore_scores(net):
+    """Give scoring callbacks (``valid_loss``, ...) the best score of the restored history.
+
+    skorch's ``BatchScoring``/``EpochScoring`` read it from the history at
+    ``on_train_begin``, which runs before the history is restored;
+    ``PassthroughScoring`` (``train_loss``, ``valid_loss``) never does.
+    """
+    for _, cb in net.callbacks_:
+        if not hasattr(cb, "best_score_") or getattr(cb, "lower_is_better", None) is None:
+            continue
+        name = getattr(cb, "name_", None) or getattr(cb, "name", None)
+        best = [row[name] for row in net.history if row.get(f"{name}_best") and name in row]
+        if best:  # the last epoch marked best holds the best score
+            cb.best_score_ = best[-1]
+
+
+def _early_stoppings(net):
+    """(name, callback) of the net's ``EarlyStopping`` callbacks."""
+    from skorch.callbacks import EarlyStopping
+
+    return [(name, cb) for name, cb in net.callbacks_ if isinstance(cb, EarlyStopping)]
+
+
+def _replay_early_stopping(cb, history):
+    """Bring an ``EarlyStopping`` to the state it had after the epochs of ``history``.
+
+    Its own rule, epoch by epoch: an improvement beyond the threshold resets
+    the misses and moves the best epoch, anything else counts a miss.
+    """
+    cb.misses_, cb.best_epoch_ = 0, 0
+    cb.dynamic_threshold_ = np.inf if cb.lower_is_better else -np.inf
+    for row in history:
+        if cb.monitor not in row:
+            continue
+        if cb._is_score_improved(row[cb.monitor]):
+            cb.misses_, cb.best_epoch_ = 0, row["epoch"]
+            cb.dynamic_threshold_ = cb._calc_new_threshold(row[cb.monitor])
+        else:
+            cb.misses_ += 1
 
 
 class CosineLR(Callback):
@@ -350,16 +466,59 @@ def _mallopt():
 
 #: mallopt's parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: What :class:`ReleaseMemory` sets when training ends: glibc's own dynamic mmap threshold
+#: rises, as the process frees mmapped blocks, up to 32 MiB (DEFAULT_MMAP_THRESHOLD_MAX on
+#: 64-bit), with a trim threshold of twice that; a fit of Materials Project batches frees
+#: such blocks, so this is where glibc would have been. Its initial 128 KiB, fixed (a mallopt
+#: turns the dynamic rise off for good), made numpy allocating and freeing 0.5-16 MiB arrays
+#: 2 to 10 times slower (docs/results/glibc_after_training.json).
+RESTORED_MMAP_THRESHOLD, RESTORED_TRIM_THRESHOLD = 32 * 2**20, 64 * 2**20
+
+_malloc_lock = threading.Lock()
+_malloc_holds = 0  # trainings (threads) that hold freed memory now
 
 
 def _keep_freed_memory(mib):
     """Have glibc serve blocks up to ``mib`` MiB from its heap and keep up to
-    ``mib`` MiB of freed memory there (where the C library is glibc)."""
+    ``mib`` MiB of freed memory there, until :func:`_give_back_freed_memory`.
+
+    Counted: with several trainings at once (threads), the first sets glibc's
+    thresholds and the last one to finish restores them. Returns whether the
+    setting was made (False where the C library is not glibc).
+    """
+    global _malloc_holds
     mallopt, size = _mallopt(), int(mib * 2**20)
-    if mallopt is not None:
-        # older glibc caps the mmap threshold at 32 MiB: then as much as it takes
-        mallopt(_M_MMAP_THRESHOLD, size) or mallopt(_M_MMAP_THRESHOLD, min(size, 2**25))
-        mallopt(_M_TRIM_THRESHOLD, size)
+    if mallopt is None:
+        return False
+    with _malloc_lock:
+        if not _malloc_holds:
+            # older glibc caps the mmap threshold at 32 MiB: then as much as it takes
+            mallopt(_M_MMAP_THRESHOLD, size) or mallopt(_M_MMAP_THRESHOLD, min(size, 2**25))
+            mallopt(_M_TRIM_THRESHOLD, size)
+        _malloc_holds += 1
+    return True
+
+
+def _give_back_freed_memory():
+    """Undo one :func:`_keep_freed_memory`; the last one restores glibc's thresholds.
+
+    glibc has no getter for them, and any ``mallopt`` turns its dynamic mmap
+    threshold off for good, so what is set is where that dynamic rule ends
+    after a fit: blocks above 32 MiB served by ``mmap`` (and given back when
+    freed), free heap above 64 MiB trimmed (``RESTORED_MMAP_THRESHOLD``,
+    ``RESTORED_TRIM_THRESHOLD``); then ``malloc_trim(0)`` returns the freed
+    heap to the system.
+    """
+    global _malloc_holds
+    with _malloc_lock:
+        if _malloc_holds <= 0:
+            return
+        _malloc_holds -= 1
+        if not _malloc_holds:
+            mallopt = _mallopt()
+            mallopt(_M_MMAP_THRESHOLD, RESTORED_MMAP_THRESHOLD)
+            mallopt(_M_TRIM_THRESHOLD, RESTORED_TRIM_THRESHOLD)
+            _malloc_trim()(0)
 
 
 #: Environment variables of oneDNN's primitive cache and of ideep's (PyTorch's
@@ -380,10 +539,22 @@ def limit_onednn_caches(capacity=16):
     small fine-tune ran about 5 % slower, as kernels of recurring shapes are
     compiled again (``docs/performance.md``). float32 does not use these caches.
 
-    The capacities are read once per process, at its first oneDNN operation,
-    so call this before any training or prediction (``skcgcnn pretrain`` and
-    :func:`~skcgcnn.pretraining.pretrain` do, and the estimators' ``fit`` on
-    10,000 crystals or more); values already in the environment are kept.
+    It sets the environment variables ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` and
+    ``LRU_CACHE_CAPACITY`` that are not set yet (values already in the
+    environment are kept). Used in a ``with`` statement, it removes the ones
+    it set when the block ends, so that neither the process nor the workers
+    it starts later inherit them: :func:`~skcgcnn.pretraining.pretrain`,
+    ``skcgcnn pretrain`` and the estimators' ``fit`` on 10,000 crystals or
+    more do so around training. Called alone, they stay for the rest of the
+    process.
+
+    What is guaranteed: the environment after the ``with`` block is as before
+    it. What is not: oneDNN and ideep read the capacities once per process,
+    at the first oneDNN operation. If that operation runs inside the block
+    (as in a fresh process whose first work is that training), the bound
+    holds for the rest of the process even after the variables are gone; if
+    an earlier operation (a bfloat16 fit or prediction before) already read
+    them, this changes nothing until the process ends.
 
     Parameters
     ----------
@@ -393,17 +564,46 @@ def limit_onednn_caches(capacity=16):
     Returns
     -------
     capacities : dict
-        The environment variables and the values in force.
+        The environment variables and the values in force; also a context
+        manager that removes the variables it set on exit.
 
     Examples
     --------
+    >>> import os
     >>> from skcgcnn.callbacks import limit_onednn_caches
-    >>> sorted(limit_onednn_caches())
+    >>> with limit_onednn_caches() as capacities:
+    ...     sorted(capacities)  # train here
     ['LRU_CACHE_CAPACITY', 'ONEDNN_PRIMITIVE_CACHE_CAPACITY']
+    >>> "ONEDNN_PRIMITIVE_CACHE_CAPACITY" in os.environ  # unless it was set before
+    False
     """
     if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
         raise ValueError(f"capacity must be a positive int; got {capacity!r}")
-    return {k: os.environ.setdefault(k, str(capacity)) for k in ONEDNN_CACHE_VARIABLES}
+    return _CacheCapacities(capacity)
+
+
+_environ_lock = threading.Lock()
+
+
+class _CacheCapacities(dict):
+    """:func:`limit_onednn_caches`'s result: the capacities in force, and a context
+    manager that removes on exit the variables it set (if nobody changed them since)."""
+
+    def __init__(self, capacity):
+        with _environ_lock:
+            self.set_ = {k: str(capacity) for k in ONEDNN_CACHE_VARIABLES if k not in os.environ}
+            os.environ.update(self.set_)
+            super().__init__((k, os.environ[k]) for k in ONEDNN_CACHE_VARIABLES)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        with _environ_lock:
+            for k, v in self.set_.items():
+                if os.environ.get(k) == v:
+                    del os.environ[k]
+            self.set_ = {}
 
 
 def _rss_mib():
@@ -462,8 +662,14 @@ class ReleaseMemory(Callback):
     keep_freed_mib : float or None, default=1024
         At the start of training, glibc is set (``mallopt``) to serve blocks
         up to this size (MiB) from its heap and to keep up to this much freed
-        memory there; the setting stays for the rest of the process. ``None``
-        leaves glibc's settings alone.
+        memory there. At the end of training (``on_train_end``; the
+        estimators' ``fit`` also when training raises) ``malloc_trim(0)``
+        gives the freed heap back and glibc is set as its own dynamic rule
+        would have left it after such a fit: blocks above 32 MiB by ``mmap``,
+        free heap above 64 MiB trimmed, so that memory freed after ``fit``
+        returns to the system (glibc has no getter for these settings and
+        turns its dynamic rule off at any ``mallopt``, so the rule itself
+        cannot be restored). ``None`` leaves glibc's settings alone.
 
     Examples
     --------
@@ -471,6 +677,7 @@ class ReleaseMemory(Callback):
     >>> release = ReleaseMemory(threshold_mib=0)
     >>> release.on_train_begin(net=None)
     >>> release.on_epoch_end(net=None)
+    >>> release.on_train_end(net=None)  # glibc's thresholds restored
     """
 
     def __init__(self, threshold_mib=256, batch_threshold_mib=1024, keep_freed_mib=1024):
@@ -480,12 +687,26 @@ class ReleaseMemory(Callback):
 
     def on_train_begin(self, net, **kwargs):
         keep = self.keep_freed_mib
+        self.give_back()  # a training that raised before without on_train_end
         if keep is not None:
             if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep < 2048:
                 raise ValueError("keep_freed_mib must be None or a number of MiB in (0, 2048); "
                                  f"got {keep!r}")
-            _keep_freed_memory(keep)
+            self.holding_ = _keep_freed_memory(keep)
         self.baseline_mib_, self.level_set_ = _rss_mib(), False
+
+    def on_train_end(self, net, **kwargs):
+        self.give_back()
+
+    def give_back(self):
+        """Restore glibc's thresholds if this callback set them, and trim the heap.
+
+        Called by ``on_train_end``, and by the estimators' ``fit`` when
+        training raises (skorch calls ``on_train_end`` only after a normal end
+        or a ``KeyboardInterrupt``); a second call does nothing.
+        """
+        if self.__dict__.pop("holding_", False):
+            _give_back_freed_memory()
 
     def _release_if_grown(self, threshold_mib):
         trim, rss = _malloc_trim(), _rss_mib()

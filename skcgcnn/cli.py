@@ -24,6 +24,7 @@ pymatgen, so ``skcgcnn --help`` and ``skcgcnn pretrained`` answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import math
 import numbers
@@ -213,11 +214,20 @@ def _estimator_params(cls, args, verbose=False):
     return params
 
 
-def _set_threads(args):
-    if getattr(args, "threads", None):
-        import torch
+@contextlib.contextmanager
+def _torch_threads(n):
+    """torch's threads set to ``n`` (``None``: left alone) inside the block, restored after."""
+    if not n:
+        yield
+        return
+    import torch
 
-        torch.set_num_threads(args.threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _estimators(args, finetune):
@@ -277,7 +287,6 @@ def _fit_and_save(args, finetune):
     from .pretrained import model_paths, save_pretrained
 
     _check_output(args.output, args.force)
-    _set_threads(args)
     data = _read_input(args.input, args.target, args.structure_column, args.id_column,
                        need_target=True, log10=args.log10, n_jobs=args.n_jobs)
     members = _estimators(args, finetune)
@@ -290,19 +299,26 @@ def _fit_and_save(args, finetune):
     if args.ensemble is not None:
         from .ensemble import EnsembleRegressor
 
+        fraction = ({} if args.calibration_fraction is None
+                    else {"calibration_fraction": args.calibration_fraction})
         model = EnsembleRegressor(members if len(members) > 1 else est,
                                   n_estimators=args.ensemble, n_jobs=args.n_jobs,
-                                  random_state=args.random_state)
+                                  random_state=args.random_state, **fraction)
+    elif args.calibration_fraction is not None:
+        raise ValueError("--calibration-fraction calibrates an ensemble: give --ensemble N")
     model.fit(graphs, data.y)
-    if model is not est:
-        est = model.estimators_[0]  # the history and split in the card are the first member's
     pred, y = model.predict(graphs), data.y
     if args.log10:  # the card's figures are in the target's own units, as predict writes
         pred, y = 10.0 ** pred, 10.0 ** y
-    train_set, valid_set = est.get_split_datasets(graphs, data.y)
-    parts = {"train": getattr(train_set, "indices", np.arange(len(y)))}
-    if valid_set is not None:
-        parts["valid"] = valid_set.indices
+    # held out: the validation crystals of one network, or an ensemble's calibration crystals,
+    # which no member trained on or chose its epoch on
+    held = model.validation_indices_ if model is est else model.calibration_indices_
+    held = np.empty(0, dtype=np.int64) if held is None else held
+    parts = {"train": np.setdiff1d(np.arange(len(y)), held)}
+    if len(held):
+        parts["valid" if model is est else "calibration"] = held
+    if model is not est:
+        est = model.estimators_[0]  # the history in the card is the first member's
     card = {
         "data": os.path.abspath(data.source),
         "target": data.target,
@@ -324,8 +340,12 @@ def _fit_and_save(args, finetune):
     if "valid" in parts:
         summary += (f", validation MAE {card['valid_mae']:.4g}{units} on the "
                     f"{len(parts['valid'])} held out (best epoch {card.get('best_epoch')})")
+    if "calibration" in parts:
+        summary += (f", held-out MAE {card['calibration_mae']:.4g}{units} on the "
+                    f"{len(parts['calibration'])} calibration crystals, which no member "
+                    "trained on")
     if model is not est:
-        summary += f"; an ensemble of {args.ensemble}, figures of the first member's split"
+        summary = f"an ensemble of {args.ensemble}: {summary}"
     _note(f"wrote {weights} and its model card {card_path} ({summary})")
     return 0
 
@@ -337,7 +357,6 @@ def _cmd_pretrain(args):
     data = _read_input(args.input, args.target, args.structure_column, args.id_column,
                        need_target=True, log10=args.log10, n_jobs=args.n_jobs)
     graphs = _featurize(data.X, args.radius, args.max_num_nbr, args.n_jobs, not args.quiet)
-    _set_threads(args)
     card = {"data": os.path.abspath(data.source), "target": data.target, "units": args.units,
             "target_transform": "log10" if args.log10 else None,
             "training_command": " ".join(["skcgcnn", *args.argv])}
@@ -375,7 +394,6 @@ def _cmd_predict(args):
     from .ensemble import is_saved_ensemble, load_ensemble
     from .pretrained import load_estimator
 
-    _set_threads(args)
     ensemble = is_saved_ensemble(args.model)
     est = load_ensemble(args.model) if ensemble else load_estimator(
         args.model, device=args.device or "cpu")
@@ -476,7 +494,6 @@ def _cmd_compare(args):
     splits = repeated_splits(n, n_train, n_trials, random_state=args.random_state)
     n_val, n_test = len(splits[0][1]), len(splits[0][2])
 
-    _set_threads(args)
     nets = {}
     if "tl" in keys:
         pretrained = {} if args.pretrained is None else {"pretrained": args.pretrained}
@@ -624,6 +641,9 @@ def _add_training(p, estimator, finetune):
                    help="fit N seeds (an EnsembleRegressor, in parallel with --n-jobs) and "
                         "save them in one model whose predictions carry a calibrated std "
                         "and interval bounds (default: one model)")
+    p.add_argument("--calibration-fraction", type=float, metavar="F",
+                   help="with --ensemble: fraction of the crystals set aside to calibrate the "
+                        "intervals, which no member trains on (default: 0.2)")
     _add_runtime(p)
     if finetune:
         _option(p, "--pretrained", metavar="NAME_OR_PATH", action="append",
@@ -813,7 +833,7 @@ def build_parser():
         sub, "compare", "TL-CGCNN vs CGCNN vs classical baselines over repeated trials",
         "Compare TL-CGCNN, CGCNN from scratch and classical baselines (RF, SVR, LASSO, PLS on "
         "the 132 magpie descriptors, hyperparameters by grid search on the training and "
-        "validation crystals: skcgcnn.baselines, as benchmarks/paper.py) on INPUT with Lee & "
+        "validation crystals: skcgcnn.baselines, as in docs/benchmarks.md) on INPUT with Lee & "
         "Asahi's protocol: repeated random 4:1:1 train/validation/test splits, the same for "
         "every model. Prints the test MAE mean (std) over trials, the train MAE (over the "
         "training and validation crystals, all that a model was fitted on) and the paired "
@@ -878,7 +898,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.argv = argv
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _torch_threads(getattr(args, "threads", None)):
             warnings.filterwarnings("ignore", module="pymatgen")
             return args.func(args)
     except _INPUT_ERRORS as exc:

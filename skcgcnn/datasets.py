@@ -41,7 +41,9 @@ def load_matbench_json(path, n_jobs=None):
     path : str or path-like
         A ``.json`` or ``.json.gz`` file with ``index``, ``columns`` and
         ``data`` keys whose ``structure`` column holds ``Structure.as_dict()``
-        dicts, such as the matbench task files or ``../shared/data/*.json.gz``.
+        dicts, such as the matbench task files (or the project's benchmark data,
+        ``mp_crystals_36k.json.gz`` and ``mp_elasticity_2591.json.gz``, which a
+        source checkout reads from ``../shared/data``; not distributed).
     n_jobs : int, optional
         Processes used to decode structures (joblib semantics).
 
@@ -172,13 +174,14 @@ def load_mp_elasticity():
     The crystals and Voigt-Reuss-Hill moduli of ``mp_elasticity_2591.json.gz``
     (the elasticity data of the paper's K_VRH task), stored as compact arrays
     in full precision (350 kB), so the main job and the gallery run without
-    ``../shared`` or a download. Lee & Asahi model ``log10(K_VRH)``.
+    the project's benchmark data or a download. Lee & Asahi model
+    ``log10(K_VRH)``.
 
     Data from the Materials Project (Jain et al., APL Materials 1, 011002,
     2013; elastic tensors: de Jong et al., Scientific Data 2, 150009, 2015),
     licensed under CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/).
-    Cite both when you use them; ``benchmarks/make_sample_data.py`` rebuilds
-    the file.
+    Cite both when you use them (NOTICE). ``benchmarks/make_sample_data.py``
+    in the source repository rebuilds the file.
 
     Returns
     -------

@@ -10,7 +10,7 @@ import numpy as np
 from joblib import Parallel, cpu_count, delayed, effective_n_jobs
 from scipy.stats import norm
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, RegressorMixin, clone, is_regressor
-from sklearn.utils import check_random_state
+from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 __all__ = ["EnsembleRegressor", "save_ensemble", "load_ensemble", "is_saved_ensemble"]
@@ -34,22 +34,6 @@ def _threads(n):
         torch.set_num_threads(before)
 
 
-def _held_out(member, X, y):
-    """Indices of the training crystals ``member`` did not train on, or None.
-
-    A member may say so itself (a ``validation_indices_`` attribute); a skorch
-    net (:class:`~skcgcnn.CGCNNRegressor`) is asked for its validation split,
-    which is a pure function of its ``random_state`` and ``len(X)``.
-    """
-    if hasattr(member, "validation_indices_"):
-        idx = member.validation_indices_
-        return None if idx is None else np.asarray(idx, dtype=np.int64)
-    if hasattr(member, "get_split_datasets"):
-        _, valid = member.get_split_datasets(X, y)
-        return None if valid is None else np.asarray(valid.indices, dtype=np.int64)
-    return None
-
-
 @contextlib.contextmanager
 def _quiet_worker_restarts():
     """Silence loky's note when it replaces a worker whose memory grew (a torch fit grows it
@@ -59,13 +43,12 @@ def _quiet_worker_restarts():
         yield
 
 
-def _fit_member(member, X, y, n_threads):
-    """Fit one member; return it, its held-out indices and its predictions on ``X``."""
+def _fit_member(member, X_fit, y_fit, X, n_threads):
+    """Fit one member on ``X_fit``; return it and its predictions on every crystal of ``X``."""
     with _threads(n_threads):
-        member.fit(X, y)
-        held = _held_out(member, X, y)
+        member.fit(X_fit, y_fit)
         pred = np.asarray(member.predict(X), dtype=np.float64)
-    return member, held, pred
+    return member, pred
 
 
 def _predict_member(member, X, n_threads):
@@ -86,54 +69,67 @@ def _mean_std(preds):
     return preds[0] + shift, (dev - shift).std(axis=0, ddof=1)
 
 
-def _spread_ratio(ss_out, dof_out, ss_in, dof_in, min_dof=10):
-    """Ratio of the held-out members' pooled spread to the training members' one.
+#: Slack for floating point in ``ceil((n + 1) * level)`` (``(9 + 1) * 0.7`` is 7.000000000000001).
+_TOL = 1e-9
 
-    Estimated on every crystal held out (or trained on) by two members or more;
-    1.0 when either group has fewer than ``min_dof`` degrees of freedom or no
-    spread at all.
-    """
-    if dof_out < min_dof or dof_in < min_dof or ss_out <= 0 or ss_in <= 0:
-        return 1.0
-    return float(np.sqrt((ss_out / dof_out) / (ss_in / dof_in)))
+
+def _min_calibration(confidence_level):
+    """Fewest calibration scores whose conformal quantile at ``confidence_level`` is finite."""
+    return int(np.ceil(confidence_level / (1 - confidence_level) - _TOL))
 
 
 def _conformal_quantile(scores, confidence_level):
     """Finite-sample conformal quantile: the ``ceil((n + 1) level)``-th smallest score."""
     n = len(scores)
-    k = int(np.ceil((n + 1) * confidence_level))
+    k = int(np.ceil((n + 1) * confidence_level - _TOL))
     if k > n:
-        need = int(np.ceil(confidence_level / (1 - confidence_level)))
-        raise ValueError(f"{n} held-out crystals are too few for a {confidence_level:.0%} "
-                         f"interval: at least {need} are needed (more members or a larger "
-                         "validation_fraction)")
+        raise ValueError(f"{n} calibration crystals are too few for a {confidence_level:.0%} "
+                         f"interval: at least {_min_calibration(confidence_level)} are needed "
+                         "(a larger calibration_fraction)")
     return float(np.sort(scores)[k - 1])
 
 
 class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
-    """Mean of several seeds of a network, with a calibrated standard deviation.
+    """Mean of several seeds of a network, with split-conformal prediction intervals.
 
     ``n_estimators`` clones of ``estimator`` are fitted on the same data,
     each with its own seed (weight initialisation, minibatch shuffling and the
     validation split that picks its best epoch). ``estimator`` may also be a
     list, e.g. networks fine-tuned from different pretrained models: the
-    members are then clones of its entries in turn. The prediction is their mean;
-    its uncertainty is their spread, calibrated on the crystals each member
-    held out for validation, so no crystal is spent on calibration alone.
+    members are then clones of its entries in turn. The prediction is their
+    mean; its uncertainty is their spread, calibrated on crystals that no
+    member saw.
 
-    Calibration (split-conformal with normalised scores, Lei et al. 2018): a
-    training crystal that some members held out gets an out-of-sample
-    prediction, the mean of those members, and a score
-    ``|y - y_oob| / sigma`` (MAPIE's ``StdConformityScore``), with ``sigma``
-    the members' spread there, pooled within the members that held it out
-    and within those that trained on it. The
-    finite-sample conformal quantile ``q`` of these scores at
-    ``confidence_level`` scales the spread: ``predict(X, return_std=True)``
-    returns ``std = sigma * q / z``, ``z`` the normal quantile (1.645 for
-    90 %), so that ``mean ± z * std`` is the conformal interval at
-    ``confidence_level``. :meth:`predict_interval` gives interval bounds at
-    any level. The user guide's "Ensembles and uncertainty" says what this
-    guarantees and what it does not.
+    Calibration (split conformal; Vovk et al. 2005, Lei et al. 2018): before
+    any member is fitted, ``calibration_fraction`` of the crystals (at random,
+    seeded by ``random_state``) are set aside. The members are fitted on the
+    others, each choosing its best epoch on its own validation split of them.
+    On each calibration crystal the ensemble computes what it computes on a
+    new crystal, the members' mean ``mean`` and standard deviation ``sigma``
+    (ddof=1), and the score ``|y - mean| / (sigma + beta)`` (MAPIE's
+    ``StdConformityScore`` of the scale ``sigma + beta``). ``beta``
+    (``spread_offset_``) is the median of ``sigma`` over the crystals the
+    members were fitted on, fixed before any calibration crystal is looked at:
+    it keeps a spread that happens to be tiny (3 members give a spread with 2
+    degrees of freedom) from blowing a score up. With ``q`` the
+    ``ceil((n + 1) level)``-th smallest of the ``n`` scores, the interval is
+    ``mean ± q (sigma + beta)``.
+
+    **Guarantee.** If the calibration crystals and a new crystal are
+    exchangeable (for instance all drawn at random from one data set), the
+    interval at ``level`` contains the new crystal's target with probability
+    at least ``level``, and at most ``level + 1 / (n + 1)`` when no two scores
+    tie, whatever the members and the distribution of the data. The
+    probability is over the draw of the calibration crystals and the new
+    crystal, for the members as fitted; it is coverage on average over
+    crystals, not for each crystal, and it says nothing about crystals from
+    another distribution. The user guide's "Ensembles and uncertainty" says
+    what it costs and what was measured.
+
+    ``predict(X, return_std=True)`` returns ``std = (sigma + beta) q / z``,
+    ``z`` the normal quantile (1.645 for 90 %), so that ``mean ± z * std``
+    is the interval at ``confidence_level``; :meth:`predict_interval` gives
+    the interval at any level.
 
     Structures are featurized once, and the members are fitted in parallel
     (``n_jobs``), each worker with ``cpu_count() // workers`` torch threads;
@@ -145,28 +141,35 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
     estimator : regressor or list of regressors, default=None
         The member, e.g. :class:`~skcgcnn.CGCNNRegressor` (the default) or
         :class:`~skcgcnn.TransferCGCNNRegressor`; cloned, never fitted
-        itself. It needs a ``random_state`` parameter, and for calibration a
-        validation split (``validation_fraction`` of a skcgcnn network) or a
-        fitted ``validation_indices_`` attribute. A list: member ``i`` is a
-        clone of ``estimator[i % len(estimator)]`` (a multi-source
+        itself. It needs a ``random_state`` parameter. A list: member ``i`` is
+        a clone of ``estimator[i % len(estimator)]`` (a multi-source
         ensemble, members fine-tuned from several pretrained models); its
         entries must take the same crystal graphs.
     n_estimators : int, default=5
-        Members, at least 2 (3 or more to calibrate: with 2, only the
-        crystals both held out have a pooled spread), and at least one per
-        entry of a list ``estimator``.
+        Members, at least 2, and at least one per entry of a list
+        ``estimator``. The guarantee holds for any number; more members give
+        a better mean and a spread that tells crystals apart better, hence
+        narrower intervals.
     confidence_level : float, default=0.9
-        Level at which ``mean ± z * std`` is calibrated to cover new
-        crystals, and the default level of :meth:`predict_interval`.
+        Level at which ``mean ± z * std`` covers new crystals, and the
+        default level of :meth:`predict_interval`.
     calibrate : bool, default=True
-        ``False``: ``std`` is the members' raw standard deviation (ddof=1),
-        no held-out predictions needed.
+        ``False``: no crystal is set aside, the members are fitted on all of
+        them, ``std`` is the members' raw standard deviation (ddof=1) and
+        there are no intervals.
+    calibration_fraction : float, default=0.2
+        Fraction of the crystals (rounded up) set aside for calibration: no
+        member trains on them or chooses its best epoch on them. A level
+        needs at least ``level / (1 - level)`` of them (9 for 90 %, 4 for
+        80 %); more make the coverage of one fitted ensemble vary less
+        around the level (with 60, the 90 % intervals of one ensemble cover
+        90 ± 4 % of new crystals, one standard deviation).
     n_jobs : int or None, default=None
         Members fitted (and predicted) in parallel, joblib semantics
         (``-1``: all cores).
     random_state : int, RandomState or None, default=None
-        Seeds the members' seeds (``seeds_``); an int makes the ensemble
-        reproducible.
+        Seeds the members' seeds (``seeds_``) and the calibration split; an
+        int makes the ensemble reproducible.
 
     Attributes
     ----------
@@ -174,25 +177,25 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         The members.
     seeds_ : ndarray of int
         Each member's ``random_state``.
-    oob_prediction_ : ndarray of shape (n_crystals,)
-        Mean prediction of the members that held each training crystal out
-        (NaN where every member trained on it).
-    oob_std_ : ndarray of shape (n_crystals,)
-        Members' spread on each training crystal: the pooled standard
-        deviation within the members that held it out and within those that
-        trained on it, the latter scaled by ``in_spread_ratio_`` (NaN where
-        that leaves no degree of freedom).
-    in_spread_ratio_ : float
-        How much more the members disagree on crystals they held out than on
-        crystals they trained on (the ratio of the two groups' pooled
-        standard deviations over all training crystals; 1.0 when too few
-        crystals were held out by two members).
-    conformity_scores_ : ndarray
-        ``|y - oob_prediction_| / oob_std_`` of the held-out crystals
-        (MAPIE's ``StdConformityScore``).
+    calibration_indices_ : ndarray of int
+        Positions in ``X`` of the calibration crystals (empty without
+        calibration); the members were fitted on the others, in order.
+    calibration_prediction_ : ndarray of shape (n_calibration,)
+        The ensemble's mean prediction on them: out of sample, so its error
+        there estimates the error on new crystals.
+    spread_offset_ : float
+        ``beta``, the median of the members' standard deviation over the
+        crystals they were fitted on, in the target's units (0 without
+        calibration).
+    conformity_scores_ : ndarray of shape (n_calibration,)
+        ``|y - mean| / (sigma + beta)`` on the calibration crystals.
     std_scale_ : float
-        Factor from the raw standard deviation to the calibrated one (1.0
-        without calibration).
+        ``q / z`` at ``confidence_level``: the calibrated std is
+        ``(sigma + beta) * std_scale_`` (1.0 and ``beta = 0`` without
+        calibration).
+    target_range_ : tuple of float
+        Lowest and highest training target; :meth:`predict_interval` warns
+        about intervals wider than this span.
 
     Examples
     --------
@@ -203,20 +206,24 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
     >>> X = [bulk("Cu", a=v) for v in a]
     >>> y = a ** 3 / 4  # volume per atom, angstrom^3
     >>> model = EnsembleRegressor(CGCNNRegressor(max_epochs=3, batch_size=16),
-    ...                           n_estimators=3, random_state=0).fit(X, y)
+    ...                           n_estimators=3, calibration_fraction=0.25,
+    ...                           random_state=0).fit(X, y)
+    >>> len(model.calibration_indices_)  # 10 of 40 crystals calibrate, 30 fit the members
+    10
     >>> mean, std = model.predict(X[:2], return_std=True)
-    >>> mean.shape, std.shape, bool((std >= 0).all())
+    >>> mean.shape, std.shape, bool((std > 0).all())
     ((2,), (2,), True)
     >>> model.predict_interval(X[:2]).shape  # lower, upper
     (2, 2)
     """
 
     def __init__(self, estimator=None, n_estimators=5, confidence_level=0.9, calibrate=True,
-                 n_jobs=None, random_state=None):
+                 calibration_fraction=0.2, n_jobs=None, random_state=None):
         self.estimator = estimator
         self.n_estimators = n_estimators
         self.confidence_level = confidence_level
         self.calibrate = calibrate
+        self.calibration_fraction = calibration_fraction
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -260,6 +267,11 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
             raise ValueError(f"confidence_level must be a float strictly between 0 and 1, "
                              f"got {level!r}")
+        frac = self.calibration_fraction
+        if self.calibrate and (isinstance(frac, bool) or not isinstance(frac, numbers.Real)
+                               or not 0 < frac < 1):
+            raise ValueError(f"calibration_fraction must be a float strictly between 0 and 1, "
+                             f"got {frac!r}")
 
     def _workers(self, n_tasks):
         """(joblib n_jobs, torch threads per worker or None when sequential)."""
@@ -291,6 +303,24 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         return X
 
     # --------------------------------------------------------------- fitting
+    def _calibration_split(self, n, rng):
+        """(fitting, calibration) positions of ``n`` crystals; all fitting without calibration."""
+        if not self.calibrate:
+            return np.arange(n), np.empty(0, dtype=np.int64)
+        n_cal = int(np.ceil(self.calibration_fraction * n - _TOL))
+        need = _min_calibration(self.confidence_level)
+        if n_cal < need:
+            raise ValueError(
+                f"calibration_fraction={self.calibration_fraction} of {n} crystals sets aside "
+                f"{n_cal} to calibrate, too few for a {self.confidence_level:.0%} interval: at "
+                f"least {need} are needed (calibration_fraction >= {need / n:.2f}), or pass "
+                "calibrate=False for the members' raw spread")
+        if n - n_cal < 2:
+            raise ValueError(f"calibration_fraction={self.calibration_fraction} leaves "
+                             f"{n - n_cal} of {n} crystals to fit the members on")
+        perm = rng.permutation(n)
+        return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
+
     def fit(self, X, y):
         """Fit ``n_estimators`` seeds of the estimator and calibrate their spread.
 
@@ -320,63 +350,39 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         if len(Xf) != len(y):
             raise ValueError(f"X and y have different lengths: {len(Xf)} crystals, "
                              f"{len(y)} targets")
+        fit, cal = self._calibration_split(len(y), rng)
+        X_fit, y_fit = _safe_indexing(Xf, fit), y[fit]
         out = []
         for indices, workers, threads in self._rounds(len(members)):
             with _quiet_worker_restarts():
                 out += Parallel(n_jobs=workers)(
-                    delayed(_fit_member)(members[i], Xf, y, threads) for i in indices)
-        self.estimators_ = [m for m, _, _ in out]
-        preds = np.stack([p for _, _, p in out])
-        self._calibrate(y, preds, [h for _, h, _ in out])
+                    delayed(_fit_member)(members[i], X_fit, y_fit, Xf, threads)
+                    for i in indices)
+        self.estimators_ = [m for m, _ in out]
+        self.target_range_ = (float(y.min()), float(y.max()))
+        self._calibrate(y, np.stack([p for _, p in out]), fit, cal)
         return self
 
-    def _calibrate(self, y, preds, held):
+    def _calibrate(self, y, preds, fit, cal):
+        """Set the calibration from every member's predictions ``preds`` on the crystals
+        ``fit`` (fitted on) and ``cal`` (calibration: seen by no member) of targets ``y``."""
         from mapie.conformity_scores import StdConformityScore
 
-        n, k = len(y), len(preds)
-        mask = np.zeros_like(preds, dtype=bool)  # mask[m, i]: member m held crystal i out
-        for m, idx in enumerate(held):
-            if idx is not None:
-                mask[m, idx] = True
-        n_out = mask.sum(axis=0)
-        n_in = k - n_out
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.oob_prediction_ = np.where(n_out > 0, (preds * mask).sum(axis=0) / n_out, np.nan)
-            in_mean = np.where(n_in > 0, (preds * ~mask).sum(axis=0) / n_in, np.nan)
-            # Spread within the members that held a crystal out and within those that
-            # trained on it, pooled: the gap between the two groups (members that
-            # trained on a crystal are pulled towards its target) is no spread a new
-            # crystal would show. The members that trained on a crystal also agree
-            # more on it than on a new crystal: their spread is scaled up by the ratio
-            # of the two groups' pooled spreads over all crystals.
-            ss_out = np.where(mask, preds - self.oob_prediction_, 0.0) ** 2
-            ss_in = np.where(mask, 0.0, preds - in_mean) ** 2
-            dof_out, dof_in = np.maximum(n_out - 1, 0), np.maximum(n_in - 1, 0)
-            self.in_spread_ratio_ = _spread_ratio(ss_out.sum(), dof_out.sum(),
-                                                  ss_in.sum(), dof_in.sum())
-            dof = dof_out + dof_in
-            self.oob_std_ = np.where(dof > 0, np.sqrt(
-                (ss_out.sum(axis=0) + self.in_spread_ratio_ ** 2 * ss_in.sum(axis=0)) / dof),
-                np.nan)
+        mean, sigma = _mean_std(preds)
+        self.calibration_indices_ = np.asarray(cal, dtype=np.int64)
+        self.calibration_prediction_ = mean[cal]
+        self.spread_offset_ = 0.0
         self.std_scale_ = 1.0
         self.conformity_scores_ = np.empty(0)
         if not self.calibrate:
             return
-        if not mask.any():
-            raise ValueError(
-                "calibrate=True needs held-out predictions, but no member held out any "
-                "crystal: give the estimator a validation split (validation_fraction > 0) or "
-                "pass calibrate=False for the raw spread of the members")
-        ok = (n_out > 0) & (dof > 0)
-        score = StdConformityScore()
-        self.conformity_scores_ = np.asarray(score.get_conformity_scores(
-            y[ok], self.oob_prediction_[ok], y_std=self.oob_std_[ok]), dtype=np.float64)
+        # fixed from the fitting crystals alone, so that the calibration scores and a new
+        # crystal's score stay exchangeable
+        self.spread_offset_ = float(np.median(sigma[fit]))
+        self.conformity_scores_ = np.asarray(StdConformityScore().get_conformity_scores(
+            y[cal], mean[cal], y_std=sigma[cal] + self.spread_offset_), dtype=np.float64)
         q = _conformal_quantile(self.conformity_scores_, self.confidence_level)
         self.std_scale_ = q / norm.ppf(0.5 + self.confidence_level / 2)
-        if int(ok.sum()) < 0.3 * n:
-            warnings.warn(f"only {int(ok.sum())} of {n} crystals calibrate the std; the "
-                          "calibration is rough (more members or a larger "
-                          "validation_fraction help)", UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------ prediction
     def predict_members(self, X):
@@ -399,6 +405,10 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
             return np.stack(Parallel(n_jobs=workers)(
                 delayed(_predict_member)(m, Xf, threads) for m in self.estimators_))
 
+    def _scale(self, sigma):
+        """The score's scale ``sigma + beta`` (floored as StdConformityScore floors it)."""
+        return np.maximum(sigma + self.spread_offset_, _eps())
+
     def predict(self, X, return_std=False):
         """Mean prediction of the members, and optionally its calibrated std.
 
@@ -406,9 +416,10 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         ----------
         X : sequence of CrystalGraph, Structure, ase.Atoms or paths
         return_std : bool, default=False
-            Also return the standard deviation: the members' spread scaled by
-            ``std_scale_``, so that ``mean ± z * std`` (``z`` the normal
-            quantile) is the conformal interval at ``confidence_level``.
+            Also return the standard deviation: ``(sigma + beta) * std_scale_``,
+            ``sigma`` the members' spread, so that ``mean ± z * std`` (``z``
+            the normal quantile) is the conformal interval at
+            ``confidence_level`` (the raw spread with ``calibrate=False``).
 
         Returns
         -------
@@ -416,13 +427,15 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         y_std : ndarray of shape (n_crystals,)
             Only with ``return_std=True``, in the target's units.
         """
-        mean, std = _mean_std(self.predict_members(X))
+        mean, sigma = _mean_std(self.predict_members(X))
         if not return_std:
             return mean
-        return mean, std * self.std_scale_
+        if not self.calibrate:
+            return mean, sigma
+        return mean, self._scale(sigma) * self.std_scale_
 
     def predict_interval(self, X, confidence_level=None):
-        """Conformal prediction intervals.
+        """Split-conformal prediction intervals.
 
         Parameters
         ----------
@@ -434,8 +447,16 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         Returns
         -------
         bounds : ndarray of shape (n_crystals, 2)
-            Lower and upper bounds, ``mean ∓ q * sigma`` with ``q`` the
-            conformal quantile of the held-out scores at that level.
+            Lower and upper bounds, ``mean ∓ q * (sigma + beta)`` with ``q``
+            the conformal quantile of the calibration scores at that level.
+
+        Warns
+        -----
+        UserWarning
+            When some intervals are wider than the span of the training
+            targets: the members disagree on those crystals far more than on
+            the ones they were fitted on, as they do on crystals unlike the
+            training data.
         """
         check_is_fitted(self, "estimators_")
         if not self.calibrate:
@@ -445,9 +466,21 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
             raise ValueError(f"confidence_level must be a float strictly between 0 and 1, "
                              f"got {level!r}")
         mean, sigma = _mean_std(self.predict_members(X))
-        sigma = np.maximum(sigma, _eps())  # as StdConformityScore floors it
-        half = _conformal_quantile(self.conformity_scores_, level) * sigma
+        half = _conformal_quantile(self.conformity_scores_, level) * self._scale(sigma)
+        self._warn_wide(2 * half, sigma)
         return np.column_stack([mean - half, mean + half])
+
+    def _warn_wide(self, width, sigma):
+        span = np.ptp(getattr(self, "target_range_", None) or np.nan)
+        wide = width > span  # False where the span is unknown (NaN)
+        if wide.any():
+            warnings.warn(
+                f"{int(wide.sum())} of {len(width)} intervals are wider than the span of the "
+                f"training targets ({span:.4g}): the members disagree on those crystals (a "
+                f"spread of up to {sigma[wide].max():.4g}, against a median of "
+                f"{self.spread_offset_:.4g} on the crystals they were fitted on), as they do on "
+                "crystals unlike the training data: predictions there deserve little trust",
+                UserWarning, stacklevel=3)
 
 
 # ------------------------------------------------------------------ model files
@@ -458,8 +491,8 @@ def save_ensemble(ensemble, path, *, overwrite=False, **card):
     ``member_0.``, ``member_1.``, ..., and ``<path>.json``, the card of
     :func:`skcgcnn.pretrained.save_pretrained` (architecture, featurizer,
     element-feature fingerprint) with an ``ensemble`` block: the members'
-    seeds, the calibration (``std_scale``, ``confidence_level`` and the
-    held-out ``conformity_scores``). Both files are written atomically, and
+    seeds, the calibration (``confidence_level``, ``std_scale``,
+    ``spread_offset`` and the calibration crystals' ``conformity_scores``). Both files are written atomically, and
     :func:`load_ensemble` reads them with ``weights_only=True``.
 
     Parameters
@@ -489,8 +522,8 @@ def save_ensemble(ensemble, path, *, overwrite=False, **card):
     >>> from skcgcnn.ensemble import load_ensemble, save_ensemble
     >>> a = np.linspace(3.3, 3.9, 40)
     >>> X, y = [bulk("Cu", a=v) for v in a], a ** 3 / 4
-    >>> model = EnsembleRegressor(CGCNNRegressor(max_epochs=2, batch_size=16),
-    ...                           n_estimators=3, random_state=0).fit(X, y)
+    >>> model = EnsembleRegressor(CGCNNRegressor(max_epochs=2, batch_size=16), n_estimators=3,
+    ...                           calibration_fraction=0.25, random_state=0).fit(X, y)
     >>> folder = tempfile.mkdtemp()
     >>> card = save_ensemble(model, os.path.join(folder, "cu.pt"), units="angstrom^3")
     >>> sorted(os.listdir(folder)), card["ensemble"]["n_estimators"]
@@ -526,9 +559,13 @@ def save_ensemble(ensemble, path, *, overwrite=False, **card):
             "seeds": [int(s) for s in ensemble.seeds_],
             "calibrate": bool(ensemble.calibrate),
             "confidence_level": float(ensemble.confidence_level),
+            "calibration_fraction": float(ensemble.calibration_fraction),
+            # positions in the training data of the crystals no member saw
+            "calibration_indices": [int(i) for i in ensemble.calibration_indices_],
             "std_scale": float(ensemble.std_scale_),
-            "in_spread_ratio": float(ensemble.in_spread_ratio_),
+            "spread_offset": float(ensemble.spread_offset_),
             "conformity_scores": [float(v) for v in ensemble.conformity_scores_],
+            "target_range": [float(v) for v in ensemble.target_range_],
             # a multi-source ensemble: each member's source model
             **({"member_pretrained": sources} if any(sources) else {}),
         },
@@ -614,11 +651,15 @@ def load_ensemble(name_or_path, device="cpu", conv_dtype="auto"):
         raise ValueError(f"{where!r} holds more tensors than its {n} members")
     model = EnsembleRegressor(clone(members[0]), n_estimators=n,
                               confidence_level=block.get("confidence_level", 0.9),
-                              calibrate=block.get("calibrate", True))
+                              calibrate=block.get("calibrate", True),
+                              calibration_fraction=block.get("calibration_fraction", 0.2))
     model.estimators_ = members
     model.seeds_ = np.asarray(block.get("seeds", range(n)), dtype=np.int64)
+    model.calibration_indices_ = np.asarray(block.get("calibration_indices", []), dtype=np.int64)
     model.std_scale_ = float(block.get("std_scale", 1.0))
-    model.in_spread_ratio_ = float(block.get("in_spread_ratio", 1.0))
+    # a card written before the offset existed: its scores were computed without one
+    model.spread_offset_ = float(block.get("spread_offset", 0.0))
     model.conformity_scores_ = np.asarray(block.get("conformity_scores", []), dtype=np.float64)
+    model.target_range_ = tuple(block["target_range"]) if "target_range" in block else None
     model.card_ = card
     return model

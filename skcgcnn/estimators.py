@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import warnings
 
 import numpy as np
@@ -132,7 +133,8 @@ class CGCNNMixin:
                 policy=torch.optim.lr_scheduler.MultiStepLR,
                 milestones=[int(self.lr_decay_epoch)], gamma=self.lr_decay)))
         if self.validation_fraction:
-            patience = self.n_iter_no_change or self.max_epochs + 1
+            # None: never stop (not max_epochs + 1, which a resumed run's misses can reach)
+            patience = self.n_iter_no_change or math.inf
             callbacks.append(("best_epoch", EarlyStopping(
                 monitor="valid_loss", patience=patience, threshold=0.0,
                 threshold_mode="abs", load_best=True, sink=self._print)))
@@ -152,12 +154,21 @@ class CGCNNMixin:
         return {k: v for k, v in params.items() if k.split("__")[1] not in _DERIVED_CALLBACKS}
 
     def get_split_datasets(self, X, y=None, **fit_params):
-        """Hold out ``validation_fraction`` of the data, seeded by ``random_state``."""
+        """Hold out ``validation_fraction`` of the data, seeded by ``random_state``.
+
+        Records the positions in ``X`` of the crystals held out in
+        ``validation_indices_`` (``None`` when none is, or when a custom
+        ``train_split`` returns a validation set that is not a subset of ``X``).
+        """
         if self.train_split is None and self.validation_fraction:
             dataset = self.get_dataset(X, y)
             split = ValidSplit(float(self.validation_fraction), random_state=self._seed())
-            return split(dataset, y)
-        return super().get_split_datasets(X, y, **fit_params)
+            train, valid = split(dataset, y)
+        else:
+            train, valid = super().get_split_datasets(X, y, **fit_params)
+        indices = getattr(valid, "indices", None)
+        self.validation_indices_ = None if indices is None else np.asarray(indices, np.int64)
+        return train, valid
 
     def _seed(self):
         if self.random_state is None:
@@ -168,14 +179,20 @@ class CGCNNMixin:
 
     @contextlib.contextmanager
     def _seeded(self, seed):
-        """Run a block with torch seeded by ``seed``; restore the global RNG after."""
+        """Run a block with torch seeded by ``seed``; restore torch's and numpy's global
+        random states after (a resumed :class:`~skcgcnn.callbacks.AtomicCheckpoint`
+        sets both)."""
         if seed is None:
             yield
             return
         devices = [torch.cuda.current_device()] if str(self.device).startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
+        numpy_state = np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                yield
+        finally:
+            np.random.set_state(numpy_state)
 
     # ------------------------------------------------------------------- data
     def _featurizer_settings(self):
@@ -204,11 +221,23 @@ class CGCNNMixin:
 
     def _fit_network(self, graphs, y, **fit_params):
         """skorch's ``fit`` on checked graphs and targets, seeded by ``random_state``."""
-        if len(graphs) >= BIG_FIT:  # effective if no oneDNN operation has run in the process
-            limit_onednn_caches()
-        with self._seeded(self._seed()):
+        # effective if no oneDNN operation has run in the process; the variables go after
+        caches = (limit_onednn_caches() if len(graphs) >= BIG_FIT
+                  else contextlib.nullcontext())
+        with caches, self._seeded(self._seed()):
             super().fit(graphs, y, **fit_params)
         return self
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """skorch's ``partial_fit``; when training raises, glibc's memory settings are
+        restored all the same (:meth:`skcgcnn.callbacks.ReleaseMemory.give_back`)."""
+        try:
+            return super().partial_fit(X, y, classes, **fit_params)
+        except BaseException:
+            for _, cb in getattr(self, "callbacks_", []):
+                if isinstance(cb, ReleaseMemory):
+                    cb.give_back()
+            raise
 
     def _warn_small_data(self, n):
         """Warn when one minibatch holds every training crystal (one step per epoch)."""
@@ -335,6 +364,9 @@ class CGCNNRegressor(CGCNNMixin, NeuralNetRegressor):
     history_ : skorch History
         Losses per epoch (``train_loss`` and ``valid_loss``, MAE of the
         normalised target).
+    validation_indices_ : ndarray of int or None
+        Positions in the ``X`` given to ``fit`` of the crystals held out to
+        choose the best epoch (``None`` when none was held out).
 
     Examples
     --------

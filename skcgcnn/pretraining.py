@@ -1,10 +1,10 @@
 """Pretraining a source model: a resumable, logged run that writes a model card.
 
 One function, :func:`pretrain`, serves ``skcgcnn pretrain`` on the command
-line and ``benchmarks/pretrain.py`` (the library's own models). Its recipe is
-separate from fine-tuning's: AdamW with a linear warmup and a cosine decay by
-default (the schedule of modern graph-network pretraining), where fine-tuning
-keeps the paper's SGD.
+line and ``benchmarks/pretrain.py`` (the library's own models; in the source
+repository). Its recipe is separate from fine-tuning's: AdamW with a linear
+warmup and a cosine decay by default (the schedule of modern graph-network
+pretraining), where fine-tuning keeps the paper's SGD.
 """
 
 from __future__ import annotations
@@ -32,6 +32,18 @@ def _fixed_split(n_train):
     return split
 
 
+def _onednn_caches_bounded(func):
+    """Run ``func`` with oneDNN's kernel caches bounded, the environment restored after."""
+    @functools.wraps(func)
+    def bounded(*args, **kwargs):
+        from .callbacks import limit_onednn_caches
+
+        with limit_onednn_caches():
+            return func(*args, **kwargs)
+    return bounded
+
+
+@_onednn_caches_bounded
 def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
              optimizer=PRETRAINING_RECIPE["optimizer"], lr=PRETRAINING_RECIPE["lr"],
              weight_decay=PRETRAINING_RECIPE["weight_decay"],
@@ -41,16 +53,18 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
              random_state=0, card=None, estimator=None, overwrite=False, **params):
     """Pretrain a CGCNN on a large data set and save it as a library model.
 
-    The caches of oneDNN kernels are bounded first
+    The caches of oneDNN kernels are bounded during the run
     (:func:`~skcgcnn.callbacks.limit_onednn_caches`), so that the memory of a
-    long run does not grow with the number of batches.
+    long run does not grow with the number of batches; the environment
+    variables that bound them are removed when ``pretrain`` returns.
 
-    Every epoch is checkpointed atomically (parameters, optimizer state and
-    history) in ``checkpoint_dir``; calling ``pretrain`` again with the same
-    arguments resumes from the last epoch, on this machine or another one
-    that has the folder (the schedule continues where it stopped, since
-    :class:`~skcgcnn.callbacks.CosineLR` reads the epoch from the restored
-    history). Whenever the validation MAE improves, the model and its card
+    Every epoch is checkpointed atomically in ``checkpoint_dir``
+    (:class:`~skcgcnn.callbacks.AtomicCheckpoint`: parameters, optimizer
+    state, history, random states, the best score so far); calling
+    ``pretrain`` again with the same arguments resumes from the last epoch,
+    on this machine or another one that has the folder, and on the CPU goes
+    on as the uninterrupted run would have: the same shuffling, schedule,
+    best epoch, card and weights. Whenever the validation MAE improves, the model and its card
     are written to ``path`` (``.pt`` and ``.json``), so a stopped run still
     leaves its best model, loadable with ``TransferCGCNNRegressor(pretrained=
     path)``.
@@ -127,7 +141,7 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
     import numpy as np
     import torch
 
-    from .callbacks import AtomicCheckpoint, CosineLR, limit_onednn_caches
+    from .callbacks import AtomicCheckpoint, CosineLR
     from .estimators import CGCNNRegressor
     from .pretrained import SavePretrained, model_paths
 
@@ -137,7 +151,6 @@ def pretrain(X, y, path, *, X_valid=None, y_valid=None, validation_fraction=0.1,
         raise ValueError(f"schedule must be 'cosine' or 'step', got {schedule!r}")
     if schedule == "step" and lr_decay_epoch is None:
         raise ValueError("schedule='step' needs lr_decay_epoch")
-    limit_onednn_caches()
     weights, _ = model_paths(path)
     path = weights.with_suffix("")  # the stem that save_pretrained completes
     ckpt = Path(os.fspath(checkpoint_dir)) if checkpoint_dir else path.with_name(

@@ -201,7 +201,7 @@ def soap_kernel_ridge(alpha=1e-3, zeta=2, **soap_params):
     the names ``regressor__kernelridge__alpha`` and
     ``regressor__kernelridge__degree``. To tune without recomputing SOAP
     vectors, featurize once and use ``model.regressor.steps[1:]`` on the
-    vectors (as benchmarks/paper.py does).
+    vectors (as ``benchmarks/paper.py`` in the source repository does).
 
     Parameters
     ----------

@@ -202,18 +202,22 @@ def test_training_options_reach_the_estimator():
     assert (args.device, args.threads) == ("cpu", 2)
 
 
-def test_loss_table_is_plain_and_labelled(folder, tmp_path, capsys):
+def test_loss_table_is_plain_and_labelled(folder, tmp_path, capsys, monkeypatch):
     import torch
 
     root, _ = folder
-    threads = torch.get_num_threads()
+    threads, set_threads, calls = torch.get_num_threads(), torch.set_num_threads, []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), set_threads(n)))
+    torch.set_num_threads(threads + 1)
     try:
         assert main(["train", str(root), "-o", str(tmp_path / "m"), "--epochs", "3",
                      "--batch-size", "8", "--patience", "50", "--validation-fraction", "0.25",
                      "--lr-decay-epoch", "2", "--threads", "1", "--units", "A^3"]) == 0
-        assert torch.get_num_threads() == 1
+        # --threads holds while the command runs; the caller's count is back after
+        assert calls == [threads + 1, 1, threads + 1]
+        assert torch.get_num_threads() == threads + 1
     finally:
-        torch.set_num_threads(threads)
+        set_threads(threads)
     captured = capsys.readouterr()
     assert "\x1b" not in captured.out + captured.err  # captured output is no terminal
     assert "train_loss" in captured.out and "valid_loss" in captured.out
@@ -334,7 +338,9 @@ def test_console_script():
     assert "finetune" in done.stdout and "compare" in done.stdout
 
 
-def test_finetune_ensemble_then_predict_with_std_and_bounds(folder, tmp_path):
+def test_finetune_ensemble_then_predict_with_std_and_bounds(folder, tmp_path, capsys):
+    from skcgcnn.ensemble import load_ensemble
+
     _, pre = folder
     root = tmp_path / "data"
     root.mkdir()
@@ -346,17 +352,24 @@ def test_finetune_ensemble_then_predict_with_std_and_bounds(folder, tmp_path):
     (root / "id_prop.csv").write_text("\n".join(lines) + "\n")
     model = tmp_path / "ens.pt"
     assert main(["finetune", "--pretrained", str(pre), str(root), "-o", str(model),
-                 "--ensemble", "5", *FAST]) == 0
+                 "--ensemble", "5", "--calibration-fraction", "0.3", *FAST]) == 0
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["ensemble"]["n_estimators"] == 5 and card["ensemble"]["std_scale"] > 0
+    # the held-out figure is the ensemble's, on the 10 crystals that no member saw
+    cal = card["ensemble"]["calibration_indices"]
+    assert len(cal) == 10 and "valid_mae" not in card
+    ids, y = _ids_and_y(root)
+    mean = load_ensemble(model).predict([str(root / f"{i}.cif") for i in ids])
+    assert card["calibration_mae"] == pytest.approx(np.mean(np.abs(mean - y)[cal]), rel=1e-6)
+    assert card["train_mae"] == pytest.approx(np.mean(np.abs(np.delete(mean - y, cal))),
+                                              rel=1e-6)
+    assert "held-out MAE" in capsys.readouterr().err
     out = tmp_path / "p.csv"
     assert main(["predict", str(model), str(root), "-o", str(out), "-q"]) == 0
     table = pd.read_csv(out)
     assert table.columns.tolist() == ["id", "prediction", "std", "lower_90", "upper_90"]
     assert (table["std"] > 0).all()
     assert (table.lower_90 < table.prediction).all() and (table.prediction < table.upper_90).all()
-    from skcgcnn.ensemble import load_ensemble
-
     ens = load_ensemble(model)
     paths = [str(root / f"x{i}.cif") for i in range(32)]
     mean, std = ens.predict(paths, return_std=True)
@@ -374,6 +387,7 @@ def test_finetune_ensemble_from_two_pretrained_models(folder, tmp_path, capsys):
     model = tmp_path / "two.pt"
     assert main(["finetune", "--pretrained", str(pre), "--pretrained", other, str(root),
                  "-o", str(model), "--ensemble", "3", "--validation-fraction", "0.5",
+                 "--calibration-fraction", "0.6",
                  *FAST]) == 0
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["ensemble"]["member_pretrained"] == [str(pre), other, str(pre)]

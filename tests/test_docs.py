@@ -103,7 +103,7 @@ def test_gallery_example_page(html, example):
 
 
 def test_long_scripts_are_not_in_the_gallery(html):
-    for script in ("dcdft_transfer", "elasticity_transfer", "elasticity_ensemble"):
+    for script in ("dcdft_transfer", "elasticity_ensemble"):
         assert not (html / "auto_examples" / f"{script}.html").exists()
 
 

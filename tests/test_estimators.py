@@ -144,7 +144,9 @@ def test_atomic_checkpoint_resumes(tiny, tmp_path):
     _, graphs, y = tiny
     kw = dict(FAST, max_epochs=2, callbacks=[AtomicCheckpoint(tmp_path)])
     first = CGCNNRegressor(**kw).fit(graphs, y)
-    assert {p.name for p in tmp_path.iterdir()} == {"params.pt", "optimizer.pt", "history.json"}
+    best = int(np.argmin(first.history[:, "valid_loss"])) + 1
+    assert {p.name for p in tmp_path.iterdir()} == {"params.pt", "optimizer.pt", "state.pt",
+                                                    "history.json", f"best-best_epoch-{best}.pt"}
     resumed = CGCNNRegressor(**kw).fit(graphs, y)
     assert len(resumed.history) == 4
     assert resumed.history[1, "train_loss"] == first.history[1, "train_loss"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from skorch import NeuralNetRegressor
+from skorch.callbacks import Callback
 
 import skcgcnn.io as io_module
 from skcgcnn import CGCNNRegressor
@@ -192,7 +193,8 @@ def _data():
 def test_atomic_checkpoint_writes_files(tmp_path):
     dirname = tmp_path / "ckpt"
     net = _net(dirname, 2).fit(*_data())
-    assert sorted(os.listdir(dirname)) == ["history.json", "optimizer.pt", "params.pt"]
+    assert sorted(os.listdir(dirname)) == ["history.json", "optimizer.pt", "params.pt", "state.pt"]
+    assert torch.equal(load_state_dict(dirname / "state.pt")["torch"], torch.get_rng_state())
     params = load_state_dict(dirname / "params.pt")
     for k, v in net.module_.state_dict().items():
         torch.testing.assert_close(params[k], v)
@@ -279,6 +281,7 @@ def test_release_memory_within_an_epoch_after_training_batches_only():
     off = ReleaseMemory(batch_threshold_mib=None)
     off.on_train_begin(net=None)
     off.on_batch_end(net=None, training=True)
+    off.on_train_end(net=None)  # gives glibc's settings back
     assert len(kept) == 200
 
 
@@ -324,6 +327,35 @@ def test_release_memory_keeps_freed_blocks_for_the_next_batch():
     assert float(total) == 8_000_000
 
 
+class _Fail(Callback):
+    def on_epoch_end(self, net, **kwargs):
+        raise RuntimeError("failed in epoch 1")
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_release_memory_restores_glibc_when_training_ends(tiny, monkeypatch, fails):
+    from skcgcnn import callbacks
+
+    calls = []
+    monkeypatch.setattr(callbacks, "_malloc_holds", 0)  # no other training holds memory now
+    monkeypatch.setattr(callbacks, "_mallopt", lambda: lambda p, v: calls.append((p, v)) or 1)
+    monkeypatch.setattr(callbacks, "_malloc_trim", lambda: lambda pad: calls.append(("trim", pad)))
+    _, graphs, y = tiny
+    net = CGCNNRegressor(max_epochs=2, batch_size=4, callbacks=[_Fail()] if fails else [])
+    if fails:  # skorch calls on_train_end only after a normal end or a KeyboardInterrupt
+        with pytest.raises(RuntimeError, match="epoch 1"):
+            net.fit(graphs, y)
+    else:
+        net.fit(graphs, y)
+    one_gib, mib = 2**30, 2**20  # keep_freed_mib=1024, then glibc's dynamic ceiling
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    assert calls == [(M_MMAP_THRESHOLD, one_gib), (M_TRIM_THRESHOLD, one_gib),
+                     (M_MMAP_THRESHOLD, 32 * mib), (M_TRIM_THRESHOLD, 64 * mib), ("trim", 0)]
+    assert callbacks._malloc_holds == 0
+    net.callbacks_[[n for n, _ in net.callbacks_].index("release_memory")][1].give_back()
+    assert len(calls) == 5  # once only
+
+
 @pytest.mark.parametrize("keep", [0, -1, 2048, "1024", True])
 def test_release_memory_rejects_a_bad_keep_freed_mib(keep):
     with pytest.raises(ValueError, match="keep_freed_mib"):
@@ -337,26 +369,49 @@ def test_estimators_release_memory_by_default():
     assert not any("release_memory" in key for key in net.get_params())
 
 
+def _unset_onednn_variables(monkeypatch):
+    """Unset oneDNN's cache variables for a test, and restore them after it (a bare
+    delenv(raising=False) of an unset variable records nothing to restore, so a
+    variable set by the code under test would leak into the rest of the run)."""
+    for name in ONEDNN_CACHE_VARIABLES:
+        monkeypatch.setenv(name, "0")
+        monkeypatch.delenv(name)
+
+
+class _Environ(Callback):
+    """Records oneDNN's cache variables as training begins."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.seen_ = {k: os.environ.get(k) for k in ONEDNN_CACHE_VARIABLES}
+
+
 @pytest.mark.parametrize("big_fit, bounded", [(4, True), (10_000, False)])
 def test_big_fits_bound_onednn_caches(monkeypatch, big_fit, bounded):
     from skcgcnn import estimators
 
-    for name in ONEDNN_CACHE_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    _unset_onednn_variables(monkeypatch)
     monkeypatch.setattr(estimators, "BIG_FIT", big_fit)
     from ase.build import bulk
 
     X = [bulk("Cu"), bulk("Al"), bulk("Si"), bulk("NaCl", "rocksalt", a=5.6)]
-    CGCNNRegressor(max_epochs=1, validation_fraction=None, batch_size=4).fit(X, [0, 1, 2, 3])
-    assert all((name in os.environ) == bounded for name in ONEDNN_CACHE_VARIABLES)
+    seen = _Environ()
+    CGCNNRegressor(max_epochs=1, validation_fraction=None, batch_size=4,
+                   callbacks=[seen]).fit(X, [0, 1, 2, 3])
+    assert seen.seen_ == {k: "16" if bounded else None for k in ONEDNN_CACHE_VARIABLES}
+    assert not any(name in os.environ for name in ONEDNN_CACHE_VARIABLES)  # gone after fit
 
 
 def test_limit_onednn_caches_keeps_the_users_values(monkeypatch):
-    for name in ONEDNN_CACHE_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    _unset_onednn_variables(monkeypatch)
     monkeypatch.setenv("LRU_CACHE_CAPACITY", "4")
-    assert limit_onednn_caches(8) == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8",
-                                      "LRU_CACHE_CAPACITY": "4"}
+    with limit_onednn_caches(8) as capacities:
+        assert capacities == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8", "LRU_CACHE_CAPACITY": "4"}
+        assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8"
+    # the variable it set is gone, the user's own value stays
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ
+    assert os.environ["LRU_CACHE_CAPACITY"] == "4"
+    # called alone, for a whole script: the variables stay
+    assert limit_onednn_caches(8)["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8"
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8"
     for bad in (0, -1, 2.5, True, "16"):
         with pytest.raises(ValueError, match="capacity must be a positive int"):

@@ -29,14 +29,25 @@ class _StopAt(Callback):
             raise KeyboardInterrupt  # skorch ends fit() cleanly on it
 
 
+class _Environ(Callback):
+    """Records oneDNN's cache variables as training begins."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.seen_ = {k: os.environ.get(k) for k in ONEDNN_CACHE_VARIABLES}
+
+
 def test_pretrain_writes_best_model_with_its_recipe(tiny, tmp_path, monkeypatch):
     _, graphs, y = tiny
-    for name in ONEDNN_CACHE_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    net = pretrain(graphs, y, tmp_path / "src", **FAST, card={"units": "A^3/atom"})
+    for name in ONEDNN_CACHE_VARIABLES:  # unset now, and as they were after the test
+        monkeypatch.setenv(name, "0")
+        monkeypatch.delenv(name)
+    seen = _Environ()
+    net = pretrain(graphs, y, tmp_path / "src", **FAST, card={"units": "A^3/atom"},
+                   callbacks=[seen])
     card = json.loads((tmp_path / "src.json").read_text())
     assert card == net.card_
-    assert all(os.environ[name] == "16" for name in ONEDNN_CACHE_VARIABLES)  # bounded
+    assert seen.seen_ == {name: "16" for name in ONEDNN_CACHE_VARIABLES}  # bounded in training
+    assert not any(name in os.environ for name in ONEDNN_CACHE_VARIABLES)  # and unset after
     assert card["epochs_trained"] == 4 and 1 <= card["best_epoch"] <= 4
     assert card["hyperparameters"]["optimizer"] == "AdamW"
     assert card["hyperparameters"]["schedule"] == "cosine"
@@ -65,6 +76,80 @@ def test_stopped_run_resumes_on_the_same_schedule(tiny, tmp_path):
     assert resumed.optimizer_.param_groups[0]["lr"] == pytest.approx(expected)
     again = pretrain(graphs, y, tmp_path / "src", **FAST, checkpoint_dir=ckpt)  # done: no-op
     assert again.card_["epochs_trained"] == 4
+
+
+#: a tiny network whose validation loss on ``tiny`` goes up and down over 8 epochs
+WAVY = dict(epochs=8, warmup=1, batch_size=4, lr=0.03, validation_fraction=0.25,
+            atom_fea_len=8, h_fea_len=8, n_conv=1)
+
+
+def _run(graphs, y, path, stop=None, **kw):
+    """pretrain with WAVY (or ``kw``), interrupted after epoch ``stop`` if given."""
+    return pretrain(graphs, y, path, **{**WAVY, **kw}, checkpoint_dir=f"{path}.ckpt",
+                    callbacks=[_StopAt(stop)] if stop else [])
+
+
+_REFERENCE = {}
+
+
+def _reference(graphs, y, tmp_path_factory, **kw):
+    """The uninterrupted run (once per recipe)."""
+    key = tuple(sorted(kw.items()))
+    if key not in _REFERENCE:
+        net = _run(graphs, y, tmp_path_factory.mktemp("ref") / "src", **kw)
+        _REFERENCE[key] = (net, {k: v.clone() for k, v in net.module_.state_dict().items()})
+    return _REFERENCE[key]
+
+
+@pytest.mark.parametrize("recipe", [{}, {"schedule": "step", "lr_decay_epoch": 4}],
+                         ids=["cosine", "step"])
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_interrupted_run_resumes_as_if_uninterrupted(tiny, tmp_path, tmp_path_factory, where,
+                                                     recipe):
+    _, graphs, y = tiny
+    ref, ref_weights = _reference(graphs, y, tmp_path_factory, **recipe)
+    losses = ref.history[:, "valid_loss"]
+    best = int(np.argmin(losses)) + 1
+    assert ref.card_["best_epoch"] == best and 3 <= best <= 7  # room to stop on either side
+    # before: the resumed epochs must not count as best against inf; after: a worse
+    # last epoch must not replace the best model
+    stop = {"before": best - 2, "after": best + 1}[where]
+    path = tmp_path / "src"
+    first = _run(graphs, y, path, stop, **recipe)
+    assert first.card_["epochs_trained"] == stop
+    resumed = _run(graphs, y, path, **recipe)
+    assert resumed.card_["best_epoch"] == best
+    for key in ("train_loss", "valid_loss"):
+        np.testing.assert_allclose(resumed.history[:, key], ref.history[:, key], rtol=1e-5)
+    assert resumed.history[:, "valid_loss_best"] == ref.history[:, "valid_loss_best"]
+    timing = ("training_time_s",)
+    assert ({k: v for k, v in resumed.card_.items() if k not in timing}
+            == {k: v for k, v in ref.card_.items() if k not in timing})
+    for k, v in ref_weights.items():
+        torch.testing.assert_close(resumed.module_.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+    saved = load_estimator(path.with_suffix(".pt")).module_.state_dict()
+    for k, v in ref_weights.items():
+        torch.testing.assert_close(saved[k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_resumed_early_stopping_keeps_its_patience_and_best_weights(tiny, tmp_path):
+    from skcgcnn import CGCNNRegressor
+    from skcgcnn.callbacks import AtomicCheckpoint
+
+    _, graphs, y = tiny
+    kw = dict(lr=0.03, batch_size=4, validation_fraction=0.25, atom_fea_len=8, h_fea_len=8,
+              n_conv=1, lr_decay_epoch=None, random_state=0, n_iter_no_change=3)
+    ref = CGCNNRegressor(max_epochs=12, **kw).fit(graphs, y)
+    losses = ref.history[:, "valid_loss"]
+    best = int(np.argmin(losses)) + 1
+    assert len(losses) == best + 3 < 12  # stopped by its patience, 3 epochs after the best
+    stop = best + 1  # one miss counted before the interruption
+    ckpt = AtomicCheckpoint(tmp_path)
+    CGCNNRegressor(max_epochs=stop, callbacks=[ckpt], **kw).fit(graphs, y)
+    resumed = CGCNNRegressor(max_epochs=12 - stop, callbacks=[ckpt], **kw).fit(graphs, y)
+    np.testing.assert_allclose(resumed.history[:, "valid_loss"], losses, rtol=1e-5)
+    np.testing.assert_allclose(resumed.predict(graphs), ref.predict(graphs), rtol=1e-5)
+    assert sorted(p.name for p in tmp_path.glob("best-*")) == [f"best-best_epoch-{best}.pt"]
 
 
 def test_step_schedule_and_bad_recipes(tiny, tmp_path):
@@ -110,7 +195,13 @@ def test_cli_pretrain_then_finetune(tmp_path, capsys):
     assert (tmp_path / "source.checkpoint" / "history.json").is_file()
     assert main(["finetune", str(root), "--pretrained", str(out), "-o",
                  str(tmp_path / "tl.pt"), "--epochs", "2", "--batch-size", "4", "-q"]) == 0
-    assert PRETRAINING_RECIPE["optimizer"] == "adamw"
+    # options left out train with the library's recipe, as the card records it
+    hyper = card["hyperparameters"]
+    assert hyper["optimizer"] == "AdamW" and hyper["schedule"] == "cosine"
+    assert hyper["lr"] == PRETRAINING_RECIPE["lr"]
+    assert hyper["weight_decay"] == PRETRAINING_RECIPE["weight_decay"]
+    tuned = json.loads((tmp_path / "tl.json").read_text())
+    assert tuned["pretrained"] == str(out)
 
 
 def test_accelerate_path_on_cpu(tiny):
