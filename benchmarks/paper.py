@@ -951,6 +951,8 @@ def report_headline(frames):
                  "ens": None if rows is None else rows.test_mae.mean(),
                  "scratch_ens": scratch.test_mae.mean() if len(scratch) else None,
                  "classical": means.get(classical)}
+        if all(v is None for v in cells.values()):  # e.g. 500-G_VRH: only the single stage
+            continue
         low = min(v for v in cells.values() if v is not None)
 
         def cell(key, prefix=""):
@@ -1064,12 +1066,12 @@ def report_single(frames):
         trials = at500.groupby("model").trial.nunique()
         fixed = [single_name(SOURCE_LABELS[s]) for s in allowed_sources(target)]
         fixed = [m for m in fixed if m in means]
-        common = set.intersection(*(set(at500[at500.model == m].trial) for m in fixed))
+        common = set.intersection(*(set(at500[at500.model == m].trial) for m in means.index))
         on = at500[at500.trial.isin(common)]
         cmeans = on.groupby("model").test_mae.mean()
         lines += [f"### {target} ({spec['units']}), one fine-tune at the defaults", "",
                   f"Today's default: {default}. Means over the {len(common)} trials that "
-                  "every fixed source has (the rows' own trial counts in brackets when more).",
+                  "every row has (a row's own trial count in brackets when it has more).",
                   "", "| row | trials | test MAE, mean (std) | vs today's default | "
                   "p (paired, vs today's default) |", "| --- | --- | --- | --- | --- |"]
         order = fixed + [m for m in means.index if m not in fixed]
