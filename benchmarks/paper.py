@@ -104,8 +104,13 @@ TARGETS = {
                       paper=dict(CGCNN=0.123, TL=0.112, freezing=0.161, PLS=0.166,
                                  LASSO=0.160, SVR=0.149, RF=0.132),
                       design=dict(PLS=0.130, LASSO=0.119, SVR=0.102, RF=0.092), goal=0.065),
+    # not in the paper (issue 31): the shear modulus of the same crystals, a second property
+    # that no library model has seen
+    "500-G_VRH": dict(data=MP_ELASTICITY, nm=False, column="G_VRH", log10=True,
+                      units="log10 GPa", pretrained=FE_MODELS, curve=[500], paper={},
+                      design={}, goal=None),
 }
-STAGES = ("baselines", "main", "transfer", "curves", "ensembles", "embeddings", "soap")
+STAGES = ("baselines", "main", "transfer", "curves", "ensembles", "embeddings", "soap", "single")
 N_TRAIN = 500
 N_MEMBERS = 5
 #: Fitting settings of every CGCNN here (the command-line defaults).
@@ -127,10 +132,15 @@ def slug(target):
 
 
 # ------------------------------------------------------------------- data
+_TABLES = {}
+
+
 def load_target(target):
     """Graphs and targets (log10 where the target says so) of one target's crystals."""
     spec = TARGETS[target]
-    table, graphs = load_table_and_graphs(spec["data"])
+    if spec["data"] not in _TABLES:  # one copy of a data file's graphs per process
+        _TABLES[spec["data"]] = load_table_and_graphs(spec["data"])
+    table, graphs = _TABLES[spec["data"]]
     keep = nm_mask(table) if spec["nm"] else np.ones(len(table), bool)
     y = table[spec["column"]].to_numpy(float)
     keep &= np.isfinite(y)
@@ -186,6 +196,8 @@ def cgcnn_models(target, stage, fit=FIT):
     """The CGCNN models of a stage, named as in the tables, with the fit settings ``fit``."""
     (big, big_label), (small, small_label) = TARGETS[target]["pretrained"]
     tl = {"lr": TL_LR, **fit}
+    if stage == "single":
+        return single_models(target, fit)
     if stage in ("main", "curves"):
         return {"CGCNN": CGCNNRegressor(**fit),
                 tl_name(target): TransferCGCNNRegressor(pretrained=big, **tl)}
@@ -211,7 +223,7 @@ def cgcnn_models(target, stage, fit=FIT):
                   tl: ensemble_of(at_defaults(big)),
                   tl + ", protocol fit": ensemble_of(at_protocol(big))}
         # two source models in turn (3 + 2 members) at the defaults: one source's cost
-        for first, second, label in TWO_SOURCES[target]:
+        for first, second, label in TWO_SOURCES.get(target, []):
             models[ensemble_name(f"TL-CGCNN ({label})")] = ensemble_of(
                 [at_defaults(first), at_defaults(second)])
         if TARGETS[target]["data"] != MP_CRYSTALS:  # as in "transfer"
@@ -256,6 +268,111 @@ def cgcnn_models(target, stage, fit=FIT):
     }
 
 
+#: Table labels of the source models: every library model and the v2 multi-property model
+#: without ΔE_f (``source_model``), as the "single" stage names its rows.
+SOURCE_LABELS = {"mp-formation-energy": "36k-ΔE_f", "mp-formation-energy-10k": "10k-ΔE_f",
+                 "mp-formation-energy-nm": "20k-NM-ΔE_f", "mp-band-gap-nm": "20k-NM-E_g",
+                 "mp-band-gap-nm-10k": "10k-NM-E_g", "mp-multitask": "36k-multitask",
+                 "mp-multitask-no-gap": "36k-multitask without E_g",
+                 "mp-multitask-no-fe": "36k-multitask without ΔE_f"}
+
+
+def allowed_sources(target):
+    """The source models (names of ``SOURCE_LABELS``) that never saw the target's labels.
+
+    On the Materials Project crystals, a model whose card lists the target's property
+    among its training targets is left out (the band-gap models and the multi-property
+    models with E_g for NM-E_g; the formation-energy models and the multi-property models
+    with ΔE_f for the ΔE_f targets); on other data (the elastic moduli) every model is
+    allowed.
+    """
+    from skcgcnn.modelfile import read_card
+
+    spec, allowed = TARGETS[target], []
+    for name in SOURCE_LABELS:
+        seen = read_card(source_model(name))[1]["target"]
+        seen = [seen] if isinstance(seen, str) else list(seen)
+        if spec["data"] == MP_CRYSTALS and spec["column"] in seen:
+            continue
+        allowed.append(name)
+    return allowed
+
+
+def single_name(label, method=""):
+    """Row name of the "single" stage: one fit at the fine-tuning defaults from ``label``
+    (a source's label or "auto"), with ``method`` (e.g. ", L2-SP 0.01") if any."""
+    return f"TL-CGCNN single{method} ({label})"
+
+
+def single_models(target, fit=FIT):
+    """The "single" stage: ``TransferCGCNNRegressor`` at its fine-tuning defaults (30
+    epochs of 32 on a cosine) from every allowed source in turn, seeded (``random_state=0``,
+    unlike the "transfer" stage's unseeded defaults row), so that a fit from the source
+    that ``pretrained="auto"`` picks is the same fit as that source's row."""
+    models = {single_name(SOURCE_LABELS[name]): TransferCGCNNRegressor(
+                  pretrained=source_model(name), conv_dtype=fit["conv_dtype"],
+                  random_state=fit["random_state"])
+              for name in allowed_sources(target)}
+    # the fine-tuning methods, from the target's main source (today's default choice)
+    main, label = TARGETS[target]["pretrained"][0]
+    for method, params in SINGLE_METHODS.items():
+        models[single_name(label, method)] = TransferCGCNNRegressor(
+            pretrained=main, conv_dtype=fit["conv_dtype"], random_state=fit["random_state"],
+            **params)
+    return models
+
+
+#: The "single" stage's fine-tuning methods: row suffix -> TransferCGCNNRegressor parameters.
+#: L2-SP at the paper's alpha = 0.1; LP-FT with the first third of the 30 epochs head-only.
+SINGLE_METHODS = {", L2-SP 0.1": dict(l2_sp=0.1), ", LP-FT 10": dict(lp_epochs=10)}
+#: Choices of pretrained="auto" per trial (the probe's scores), beside the results.
+AUTO_CHOICES = RESULTS / "single_auto.csv"
+
+
+def auto_rows(target, graphs, y, splits, path, conv_dtype):
+    """Rows of ``TransferCGCNNRegressor(pretrained="auto", candidates=allowed)`` for the
+    trials whose fixed-source rows are all in ``path``, without fitting a network again.
+
+    The estimator ranks the candidates on the fit crystals (``rank_sources``, folds
+    seeded by ``random_state=0``, the same ``conv_dtype``) and fine-tunes the best with
+    ``random_state=0``: the same fit as that source's fixed row (tests check that
+    ``pretrained="auto"`` reproduces the fixed fit). So the row takes that row's MAEs;
+    its fit time is the probe's wall time plus that fit's. The choices and the probe's
+    scores go to ``AUTO_CHOICES``.
+    """
+    import json
+
+    from skcgcnn.source_selection import rank_sources
+    from skcgcnn.stats import _read_results, _write_results
+
+    sources = allowed_sources(target)
+    fixed = {single_name(SOURCE_LABELS[s]): s for s in sources}
+    name = single_name("auto")
+    frame = _read_results(path)
+    choices = pd.read_csv(AUTO_CHOICES) if AUTO_CHOICES.is_file() else pd.DataFrame(
+        columns=["target", "trial", "chosen", "probe_time_s", "scores"])
+    new = []
+    for t, (train, val, _) in enumerate(splits):
+        rows = frame[(frame.trial == t) & (frame.n_train == len(train))]
+        if name in set(rows.model) or not set(fixed) <= set(rows.model):
+            continue
+        fit = np.r_[train, val]
+        t0 = time.perf_counter()
+        scores = rank_sources([source_model(s) for s in sources], graphs[fit], y[fit],
+                              random_state=0, conv_dtype=conv_dtype)
+        seconds = time.perf_counter() - t0
+        chosen = next(s for s in sources if source_model(s) == next(iter(scores)))
+        row = rows[rows.model == single_name(SOURCE_LABELS[chosen])].iloc[0].to_dict()
+        new.append(dict(row, model=name, fit_time_s=row["fit_time_s"] + seconds))
+        choices.loc[len(choices)] = [target, t, chosen, seconds, json.dumps(
+            {os.path.basename(k).removesuffix(".pt"): round(v, 6) for k, v in scores.items()})]
+        print(f"{target} trial {t} auto: {chosen} ({seconds:.1f} s)", flush=True)
+    if new:
+        _write_results(pd.concat([frame, pd.DataFrame(new)], ignore_index=True), path)
+        from skcgcnn.io import atomic_write_bytes
+        atomic_write_bytes(AUTO_CHOICES, choices.to_csv(index=False).encode())
+
+
 def stage_splits(target, stage, n_samples, max_trials=10):
     """{training size: splits} of a stage: 500 crystals, or the learning curve's larger sizes,
     with the paper's trial count for each size (at most ``max_trials``)."""
@@ -263,6 +380,38 @@ def stage_splits(target, stage, n_samples, max_trials=10):
                                                    if n != N_TRAIN]
     return {n: repeated_splits(n_samples, n, min(paper_n_trials(n), max_trials), random_state=0)
             for n in sizes}
+
+
+def run_single(targets, args):
+    """The "single" stage, trial by trial over all targets: every row of trial 0 on every
+    target first, then trial 1, ... so that a run cut short leaves every row at the same
+    number of trials (resumable as every stage: finished rows are not fitted again)."""
+    data = {t: load_target(t) for t in targets}
+    splits = {t: stage_splits(t, "single", len(y), args.max_trials)[N_TRAIN]
+              for t, (_, y) in data.items()}
+    for k in range(1, max(len(s) for s in splits.values()) + 1):
+        for target, (graphs, y) in data.items():
+            models = cgcnn_models(target, "single", dict(FIT, conv_dtype=args.conv_dtype))
+            if args.models:
+                models = {m: e for m, e in models.items() if any(a in m for a in args.models)}
+            if not models or k > len(splits[target]):
+                continue
+            path = RESULTS / f"{slug(target)}.csv"
+            res = run_trials(models, graphs, y, splits[target][:k], n_jobs=args.n_jobs,
+                             path=path)
+            if not args.models or any(a in single_name("auto") for a in args.models):
+                auto_rows(target, graphs, y, splits[target][:k], path, args.conv_dtype)
+                res = _read_results_at(path, N_TRAIN)
+            res = res[res.model.isin(models) | (res.model == single_name("auto"))]
+            print(f"{target} single, {k} trials:", flush=True)
+            print(summarize(res).round(4).to_string(index=False), flush=True)
+
+
+def _read_results_at(path, n_train):
+    from skcgcnn.stats import _read_results
+
+    frame = _read_results(path)
+    return frame[frame.n_train == n_train]
 
 
 def run_stage(target, stage, args):
@@ -650,7 +799,10 @@ def _paper_key(model):
 
 def report_target(target, frame):
     spec = TARGETS[target]
-    at500 = frame[(frame.n_train == N_TRAIN) & ~frame.model.map(_is_descriptor_row)]
+    at500 = frame[(frame.n_train == N_TRAIN) & ~frame.model.map(_is_descriptor_row)
+                  & ~frame.model.map(_is_single_row)]
+    if at500.empty:  # e.g. 500-G_VRH: only the "single" stage's rows
+        return []
     summary = summarize(at500)
     big_tl = tl_name(target)
     lines = [f"### {target} ({spec['units']})", "",
@@ -799,6 +951,8 @@ def report_headline(frames):
                  "ens": None if rows is None else rows.test_mae.mean(),
                  "scratch_ens": scratch.test_mae.mean() if len(scratch) else None,
                  "classical": means.get(classical)}
+        if all(v is None for v in cells.values()):  # e.g. 500-G_VRH: only the single stage
+            continue
         low = min(v for v in cells.values() if v is not None)
 
         def cell(key, prefix=""):
@@ -846,14 +1000,16 @@ def report():
         if target in frames:
             lines += report_target(target, frames[target])
         lines += report_uncertainty(target)
-    done = [t for t, f in frames.items() if (f.n_train == N_TRAIN).any()]
+    done = [t for t, f in frames.items()
+            if ((f.n_train == N_TRAIN) & ~f.model.map(_is_single_row)).any()]
     if done:
         ncols = min(2, len(done))
         nrows = -(-len(done) // ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4.6 * nrows), squeeze=False)
         for ax, target in zip(axes.flat, done):
             f = frames[target]
-            plot_comparison(f[(f.n_train == N_TRAIN) & ~f.model.map(_is_descriptor_row)], ax=ax,
+            plot_comparison(f[(f.n_train == N_TRAIN) & ~f.model.map(_is_descriptor_row)
+                              & ~f.model.map(_is_single_row)], ax=ax,
                             units=TARGETS[target]["units"])
             ax.set_title(target)
             ax.tick_params(axis="x", labelrotation=30, labelsize=8)
@@ -878,9 +1034,88 @@ def report():
     if any(f.model.map(_is_descriptor_row).any() or (f.model == SOAP_ROW).any()
            for f in frames.values()):
         write_block(report_embeddings(frames))
+    if any(f.model.map(_is_single_row).any() for f in frames.values()):
+        write_block(report_single(frames))
 
 
 EMB_BEGIN, EMB_END = "<!-- paper.py embeddings: begin -->", "<!-- paper.py embeddings: end -->"
+
+
+def _is_single_row(model):
+    """Rows of the "single" stage (their own tables: ``report_single``)."""
+    return model.startswith("TL-CGCNN single")
+
+
+SINGLE_BEGIN, SINGLE_END = "<!-- paper.py single: begin -->", "<!-- paper.py single: end -->"
+
+
+def report_single(frames):
+    """Tables of the "single" stage: every allowed source fixed, auto's choice, and the
+    fine-tuning methods, against today's default (the target's main source)."""
+    lines = [SINGLE_BEGIN, "", "*Generated by `python benchmarks/paper.py --report` from "
+             "`benchmarks/results/*.csv`; do not edit by hand.*", ""]
+    choices = pd.read_csv(AUTO_CHOICES) if AUTO_CHOICES.is_file() else None
+    summary = []
+    for target, frame in frames.items():
+        at500 = frame[(frame.n_train == N_TRAIN) & frame.model.map(_is_single_row)]
+        if at500.empty:
+            continue
+        spec = TARGETS[target]
+        default = single_name(spec["pretrained"][0][1])
+        means = at500.groupby("model").test_mae.mean()
+        trials = at500.groupby("model").trial.nunique()
+        fixed = [single_name(SOURCE_LABELS[s]) for s in allowed_sources(target)]
+        fixed = [m for m in fixed if m in means]
+        common = set.intersection(*(set(at500[at500.model == m].trial) for m in means.index))
+        on = at500[at500.trial.isin(common)]
+        cmeans = on.groupby("model").test_mae.mean()
+        lines += [f"### {target} ({spec['units']}), one fine-tune at the defaults", "",
+                  f"Today's default: {default}. Means over the {len(common)} trials that "
+                  "every row has (a row's own trial count in brackets when it has more).",
+                  "", "| row | trials | test MAE, mean (std) | vs today's default | "
+                  "p (paired, vs today's default) |", "| --- | --- | --- | --- | --- |"]
+        order = fixed + [m for m in means.index if m not in fixed]
+        for m in order:
+            sub = on[on.model == m].test_mae
+            if sub.empty:
+                continue
+            vs = "" if m == default or default not in cmeans else \
+                f"{100 * (cmeans[m] / cmeans[default] - 1):+.1f} %"
+            p = "" if m == default else p_text(on, m, default)
+            extra = f" ({trials[m]})" if trials[m] > len(common) else ""
+            lines.append(f"| {m} | {len(sub)}{extra} | {sub.mean():.4f} ({sub.std():.4f}) | {vs} | "
+                         f"{p} |")
+        lines.append("")
+        best_fixed = min(fixed, key=lambda m: cmeans[m]) if fixed else None
+        auto = single_name("auto")
+        text = []
+        if best_fixed and auto in cmeans:
+            gap = 100 * (cmeans[auto] / cmeans[best_fixed] - 1)
+            text.append(f"Auto {cmeans[auto]:.4f} against the best fixed source in hindsight, "
+                        f"{best_fixed.split('(')[-1].rstrip(')')}, {cmeans[best_fixed]:.4f}: "
+                        f"{gap:+.1f} % ({'within' if gap <= 3 else 'outside'} the 3 % goal).")
+            if choices is not None:
+                c = choices[(choices.target == target) & choices.trial.isin(common)]
+                text.append("Auto chose: " + ", ".join(
+                    f"{SOURCE_LABELS.get(k, k)} {v}x" for k, v in
+                    c.chosen.value_counts().items()) + f" (probe {c.probe_time_s.mean():.1f} s "
+                    "wall per trial).")
+            summary.append((target, len(common), cmeans.get(default, np.nan), cmeans[auto],
+                            best_fixed, cmeans[best_fixed], gap))
+        if spec.get("goal") is not None:
+            best = cmeans.idxmin()
+            text.append(f"Best single row: {best} {cmeans[best]:.4f} (goal <= {spec['goal']}: "
+                        f"{'met' if cmeans[best] <= spec['goal'] else 'missed'}).")
+        if text:
+            lines += [" ".join(text), ""]
+    if summary:
+        lines += ["| target | trials | today's default | auto | best fixed source | "
+                  "auto vs best fixed |", "| --- | --- | --- | --- | --- | --- |"]
+        for target, n, d, a, b, bm, gap in summary:
+            lines.append(f"| {target} | {n} | {d:.4f} | {a:.4f} | "
+                         f"{b.split('(')[-1].rstrip(')')} {bm:.4f} | {gap:+.1f} % |")
+        lines.append("")
+    return lines + [SINGLE_END]
 
 
 def _is_descriptor_row(model):
@@ -1012,6 +1247,9 @@ def main(argv=None):
     elif not args.report:
         RESULTS.mkdir(parents=True, exist_ok=True)
         for stage in args.stage:
+            if stage == "single":
+                run_single(args.targets, args)
+                continue
             for target in args.targets:
                 run_stage(target, stage, args)
     report()

@@ -1,5 +1,6 @@
 """skorch callbacks of skcgcnn: atomic, resumable checkpoints, a resumable
-cosine schedule, and the memory of long runs (heap trimming, oneDNN's caches)."""
+cosine schedule, the fine-tuning methods of the transfer-learning literature
+(L2-SP, LP-FT), and the memory of long runs (heap trimming, oneDNN's caches)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import sys
 import threading
 
 import numpy as np
+import torch
 from skorch.callbacks import Callback
 
 from .io import atomic_write_bytes, load_state_dict, save_state_dict
 
-__all__ = ["AtomicCheckpoint", "ColumnMAE", "CosineLR", "ReleaseMemory",
+__all__ = ["AtomicCheckpoint", "ColumnMAE", "CosineLR", "HeadFirst", "L2SP", "ReleaseMemory",
            "limit_onednn_caches"]
 
 
@@ -236,6 +238,164 @@ class CosineLR(Callback):
         for group in net.optimizer_.param_groups:
             # torch's convention: "initial_lr" is saved with the optimizer's state
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * f
+
+
+class L2SP(Callback):
+    """L2-SP: penalise the distance of the transferred weights to their pretrained values.
+
+    Li, Grandvalet & Davoine, "Explicit inductive bias for transfer learning
+    with convolutional networks", ICML 2018: instead of weight decay towards
+    zero, fine-tuning adds ``alpha / 2 * ||w - w0||^2`` over the transferred
+    parameters ``w`` (``w0``: their values when training starts), so that the
+    network stays near what pretraining learned unless the data pull it away.
+    The gradient of the penalty, ``alpha * (w - w0)``, is added to each such
+    parameter's gradient after the loss's backward pass (skorch's
+    ``on_grad_computed``), which is the same as adding the penalty to the
+    loss for every optimizer; the recorded losses stay the data's MAE.
+    Parameters without a gradient (frozen ones) are left alone; a new head is
+    not transferred and so not penalised (``weight_decay`` still applies to
+    everything, as the paper's second term does to the head).
+
+    Parameters
+    ----------
+    alpha : float
+        Strength of the penalty (per unit of the normalised target's loss).
+    params : list of str, optional
+        Names of the parameters to anchor (``module_.named_parameters()``);
+        by default the net's ``transferred_`` entries
+        (:class:`~skcgcnn.TransferCGCNNRegressor`).
+
+    Attributes
+    ----------
+    reference_ : dict of str to torch.Tensor
+        The anchored parameters' values at the start of training, kept for
+        ``warm_start`` refits of the same network.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcgcnn.callbacks import L2SP
+    >>> layer = torch.nn.Linear(2, 1)
+    >>> cb = L2SP(0.1, params=["weight"]).anchor(layer)
+    >>> float(cb.penalty(layer))
+    0.0
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.add_(1.0)
+    >>> round(float(cb.penalty(layer)), 6)  # 0.1 / 2 * (1 + 1)
+    0.1
+    """
+
+    def __init__(self, alpha, params=None):
+        self.alpha = alpha
+        self.params = params
+
+    def anchor(self, module, names=None):
+        """Record the current values of ``module``'s anchored parameters as ``w0``."""
+        names = set(self.params if self.params is not None else names or ())
+        self.reference_ = {n: p.detach().clone() for n, p in module.named_parameters()
+                           if n in names}
+        self._module = module
+        return self
+
+    def on_train_begin(self, net, **kwargs):
+        if float(self.alpha) < 0:
+            raise ValueError(f"L2SP alpha must be >= 0, got {self.alpha}")
+        if getattr(self, "_module", None) is net.module_:  # warm_start: keep w0
+            return
+        names = self.params if self.params is not None else getattr(net, "transferred_", None)
+        if names is None:
+            raise ValueError("L2SP anchors the transferred parameters: use it with a "
+                             "TransferCGCNNRegressor or name them with params=")
+        self.anchor(net.module_, names)
+
+    def penalty(self, module):
+        """``alpha / 2 * ||w - w0||^2`` of ``module``'s anchored parameters (a tensor)."""
+        total = torch.zeros(())
+        for name, p in module.named_parameters():
+            if name in self.reference_:
+                total = total + ((p.detach() - self.reference_[name]) ** 2).sum().cpu()
+        return 0.5 * float(self.alpha) * total
+
+    def on_grad_computed(self, net, named_parameters, **kwargs):
+        alpha = float(self.alpha)
+        if not alpha:
+            return
+        with torch.no_grad():
+            for name, p in named_parameters:
+                ref = self.reference_.get(name)
+                if ref is not None and p.grad is not None:
+                    p.grad.add_(p - ref, alpha=alpha)
+
+
+class HeadFirst(Callback):
+    """LP-FT: train only the head for the first epochs, then fine-tune everything.
+
+    Kumar, Raghunathan, Jones, Ma & Liang, "Fine-tuning can distort pretrained
+    features and underperform out-of-distribution", ICLR 2022: a randomly
+    initialised head sends large gradients into the pretrained body at the
+    start of fine-tuning and distorts its features; fitting the head first
+    with the body frozen (linear probing), then fine-tuning all layers, did
+    better both in and out of distribution. Here the body (the embedding and
+    every convolution of a :class:`~skcgcnn.model.CGCNN`) has its gradients
+    switched off and its batch norms kept in eval mode (running statistics
+    unchanged) during the first ``epochs`` epochs; from epoch ``epochs + 1``
+    the layers the estimator's own ``freeze`` names stay frozen and the rest
+    train. The learning-rate schedule is not restarted: it runs over all the
+    net's epochs, head-only ones included. At the end of training (even
+    inside the head-only phase) the estimator's own freezing is restored.
+
+    Parameters
+    ----------
+    epochs : int
+        Head-only epochs, counted from 1 in ``net.history`` (so a run resumed
+        from a checkpoint continues the same phases).
+
+    Examples
+    --------
+    >>> from skcgcnn import TransferCGCNNRegressor
+    >>> from skcgcnn.callbacks import HeadFirst
+    >>> HeadFirst(5).epochs
+    5
+    """
+
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    @staticmethod
+    def _body(module):
+        return [module.embedding, *module.convs]
+
+    def on_train_begin(self, net, **kwargs):
+        epochs = int(self.epochs)
+        if epochs < 0:
+            raise ValueError(f"HeadFirst epochs must be >= 0, got {self.epochs}")
+        module = net.module_
+        self._kept = list(getattr(module, "frozen", []))
+        self._head_only = False
+        if len(net.history) < epochs:
+            self._freeze_body(module)
+
+    def _freeze_body(self, module):
+        module.freeze(self._kept + [m for m in self._body(module) if m not in self._kept])
+        self._head_only = True
+
+    def _restore(self, module):
+        kept = {id(p) for m in self._kept for p in m.parameters()}
+        for m in self._body(module):
+            for p in m.parameters():
+                if id(p) not in kept:
+                    p.requires_grad_(True)
+        module.freeze(self._kept)
+        self._head_only = False
+
+    def on_epoch_begin(self, net, **kwargs):
+        # len(history) is the epoch starting now (skorch adds its row before the callbacks)
+        if self._head_only and len(net.history) > int(self.epochs):
+            self._restore(net.module_)
+
+    def on_train_end(self, net, **kwargs):
+        if self._head_only:
+            self._restore(net.module_)
 
 
 class ColumnMAE(Callback):

@@ -346,6 +346,9 @@ def _estimator(args, finetune, pretrained=None):
             common["pretrained"] = pretrained
         if args.head is not None:
             common["head"] = args.head
+        for opt in ("candidates", "l2_sp", "lp_epochs"):
+            if getattr(args, opt, None) is not None:
+                common[opt] = getattr(args, opt)
         return cls(freeze=_parse_freeze(args.freeze), **common)
     return cls(radius=args.radius, max_num_nbr=args.max_num_nbr, **common)
 
@@ -876,8 +879,21 @@ def _add_training(p, estimator, finetune):
         _option(p, "--pretrained", metavar="NAME_OR_PATH", action="append",
                 estimator=estimator, param="pretrained",
                 help="bundled model name (see 'skcgcnn pretrained') or a .pt file with its "
-                     ".json card; with --ensemble, repeat it for members fine-tuned from "
+                     ".json card, or 'auto': the candidate a cheap probe on INPUT ranks best "
+                     "(ridge on its crystal vectors, 5-fold CV; see the model card's "
+                     "source_scores); with --ensemble, repeat it for members fine-tuned from "
                      "several models in turn")
+        _option(p, "--candidates", metavar="NAME_OR_PATH", action="append",
+                estimator=estimator, param="candidates",
+                help="with --pretrained auto, a model to choose from (repeat it; 'library' "
+                     "is every bundled model); leave out models trained on your labels")
+        _option(p, "--l2-sp", type=float, metavar="ALPHA", estimator=estimator, param="l2_sp",
+                help="L2-SP: penalty ALPHA/2 ||w - w0||^2 on the distance of the transferred "
+                     "weights to the pretrained ones (Li et al. 2018); 0 is off")
+        _option(p, "--lp-epochs", type=int, metavar="EPOCHS", estimator=estimator,
+                param="lp_epochs",
+                help="LP-FT: the first EPOCHS of --epochs train only the new head, the body "
+                     "frozen (Kumar et al. 2022); 0 is off")
         p.add_argument("--freeze", default=None, metavar="LAYERS",
                        help="layers kept fixed: none (fine-tune all, the paper's best), "
                             "embedding, K (embedding + first K convolutions) or all_but_head "
@@ -974,6 +990,7 @@ def build_parser():
         ["--pretrained mp-formation-energy my_crystals/ -o model.pt",
          "--pretrained mp-band-gap-nm gw.csv --target gw_gap --units eV -o gw.pt",
          "--pretrained other.pt data/ -o model.pt --freeze 2 --lr 0.002",
+         "--pretrained auto my_crystals/ -o model.pt",
          "--ensemble 5 --n-jobs 2 my_crystals/ -o ensemble.pt",
          "--pretrained mp-formation-energy --pretrained mp-multitask --ensemble 6 "
          "my_crystals/ -o ens.pt",

@@ -14,20 +14,23 @@ from skorch.callbacks import EarlyStopping, LRScheduler
 from skorch.dataset import ValidSplit
 from sklearn.utils import check_random_state
 
-from .callbacks import ColumnMAE, CosineLR, ReleaseMemory, limit_onednn_caches
+from .callbacks import (ColumnMAE, CosineLR, HeadFirst, L2SP, ReleaseMemory,
+                        limit_onednn_caches)
 from .data import GraphDataset, GraphLoader
 from .embedding import crystal_embeddings
 from .features import ELEMENT_TABLES, element_feature_fingerprint, resolve_element_features
-from .graph import CrystalGraphTransformer, _as_list, _graph_array_or_none
+from .graph import CrystalGraphTransformer, _as_list, _graph_array_or_none, as_graph_array
 from .model import CGCNN, resolve_conv_dtype
-from .modelfile import network_source
+from .modelfile import network_source, read_card
+from .source_selection import default_probe, library_candidates, rank_sources, source_label
 from .target import TARGET_NORMALIZATIONS, denormalize, fit_target_stats, normalize
 
 __all__ = ["CGCNNRegressor", "TransferCGCNNRegressor", "CGCNNMixin", "TransferMixin"]
 
 #: Callbacks built from the estimator's own parameters at every fit; they are
 #: left out of ``get_params`` so that those parameters stay the one source.
-_DERIVED_CALLBACKS = ("lr_scheduler", "best_epoch", "release_memory", "column_mae")
+_DERIVED_CALLBACKS = ("lr_scheduler", "best_epoch", "release_memory", "column_mae", "l2_sp",
+                      "lp_ft")
 #: Training sets from this many crystals on bound oneDNN's kernel caches first
 #: (:func:`~skcgcnn.callbacks.limit_onednn_caches`): a bfloat16 epoch of 10,000 crystals
 #: then took 11 % less CPU time and 0.5 GiB less memory; small fits recompile kernels of
@@ -640,20 +643,130 @@ class TransferMixin:
     Reads ``pretrained``, ``freeze`` and ``head``: loads every pretrained
     parameter into the network (all but the head with ``head="new"``),
     takes the architecture and the featurizer settings from the source, and
-    freezes the chosen layers. Mixed in before a :class:`CGCNNMixin`
-    estimator (:class:`TransferCGCNNRegressor`, the transfer classifier).
+    freezes the chosen layers. With ``pretrained="auto"`` it first ranks the
+    ``candidates`` on the training data (:func:`skcgcnn.source_selection.rank_sources`)
+    and fine-tunes the one ranked ``source_rank``; ``l2_sp`` and ``lp_epochs``
+    add the L2-SP penalty and LP-FT's head-first epochs
+    (:class:`~skcgcnn.callbacks.L2SP`, :class:`~skcgcnn.callbacks.HeadFirst`).
+    Mixed in before a :class:`CGCNNMixin` estimator (:class:`TransferCGCNNRegressor`,
+    the transfer classifier), whose ``__init__`` stores the parameters of
+    :data:`TRANSFER_PARAMS` under these names.
     """
+
+    #: The mixin's constructor arguments and their defaults.
+    TRANSFER_PARAMS = dict(pretrained="mp-formation-energy", freeze=None, head="new",
+                           candidates=None, source_rank=0, l2_sp=0.0, lp_epochs=0)
+
+    def _is_auto(self):
+        return isinstance(self.pretrained, str) and self.pretrained == "auto"
+
+    def _resolved_pretrained(self):
+        """The source actually loaded: ``pretrained``, or the one ``"auto"`` chose in fit."""
+        if not self._is_auto():
+            return self.pretrained
+        if getattr(self, "pretrained_", None) is None:
+            raise ValueError("pretrained='auto' chooses its source model in fit, from the "
+                             "training data; fit the estimator first")
+        return self.pretrained_
 
     def _source(self):
         """The pretrained module (a copy) and its card."""
-        return network_source(self.pretrained)
+        return network_source(self._resolved_pretrained())
 
     def _card(self):
         """The card of ``pretrained``, read again after ``set_params(pretrained=...)``."""
-        if not hasattr(self, "card_") or getattr(self, "_card_of", None) is not self.pretrained:
+        source = self._resolved_pretrained()
+        if not hasattr(self, "card_") or getattr(self, "_card_of", None) is not source:
             self.card_ = self._source()[1]
-            self._card_of = self.pretrained
+            self._card_of = source
         return self.card_
+
+    # ------------------------------------------------------ choosing a source
+    def _candidate_list(self):
+        """The candidates of ``pretrained="auto"``: ``"library"`` expands to every bundled
+        model; names and paths are kept as given (duplicates dropped)."""
+        given = self.candidates
+        if given is None:
+            given = ["library"]
+        elif isinstance(given, (str, bytes)) or hasattr(given, "__fspath__"):
+            given = [given]
+        out = {}
+        for c in given:
+            for item in (library_candidates() if isinstance(c, str) and c == "library" else [c]):
+                out.setdefault(source_label(item), item)
+        if not out:
+            raise ValueError("candidates is empty: pass None (the library) or a list of "
+                             "model names or paths")
+        return list(out.values())
+
+    def _probe_estimator(self):
+        """The probe's model (ridge regression; a classifier may override this)."""
+        return default_probe()
+
+    def _choose_source(self, X, y):
+        """Rank the candidates on (X, y), set ``pretrained_`` and ``source_scores_``, and
+        return X as graphs (featurized once, with the candidates' settings)."""
+        candidates = self._candidate_list()
+        if not isinstance(self.source_rank, (int, np.integer)) or isinstance(
+                self.source_rank, bool) or not 0 <= self.source_rank < len(candidates):
+            raise ValueError(f"source_rank must be an int from 0 to {len(candidates) - 1} (the "
+                             f"number of candidates less one), got {self.source_rank!r}")
+        graphs = _graph_array_or_none(X)
+        if graphs is None:
+            _, card = read_card(candidates[0])
+            graphs = as_graph_array(CrystalGraphTransformer(
+                radius=card["featurizer"]["radius"],
+                max_num_nbr=card["featurizer"]["max_num_nbr"]).transform(_as_list(X)))
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        if y.ndim != 1:
+            raise ValueError(f"pretrained='auto' ranks source models on one target; y has "
+                             f"shape {y.shape}: name the source model instead")
+        if len(y) != len(graphs):
+            raise ValueError(f"X and y have different lengths: {len(graphs)} crystals, "
+                             f"{len(y)} targets")
+        scores = rank_sources(candidates, graphs, y, random_state=self._seed(),
+                              estimator=self._probe_estimator(), device=self.device,
+                              conv_dtype=self.conv_dtype)
+        by_label = {source_label(c): c for c in candidates}
+        self.source_scores_ = scores
+        self.pretrained_ = by_label[list(scores)[self.source_rank]]
+        return graphs
+
+    def _check_transfer_params(self):
+        if isinstance(self.l2_sp, bool) or not isinstance(self.l2_sp, (int, float, np.number)) \
+                or not np.isfinite(self.l2_sp) or self.l2_sp < 0:
+            raise ValueError(f"l2_sp must be a finite number >= 0, got {self.l2_sp!r}")
+        if isinstance(self.lp_epochs, bool) or not isinstance(self.lp_epochs, (int, np.integer)) \
+                or not 0 <= self.lp_epochs < self.max_epochs:
+            raise ValueError(f"lp_epochs must be an int from 0 to max_epochs - 1 = "
+                             f"{self.max_epochs - 1}, got {self.lp_epochs!r} (for the head "
+                             "alone in every epoch use freeze='all_but_head')")
+
+    def fit(self, X, y, **fit_params):
+        """Choose the source if ``pretrained="auto"``, then fit as the estimator does.
+
+        With ``pretrained="auto"`` the candidates are ranked on ``X`` and ``y``
+        only (what ``cross_val_score`` or ``GridSearchCV`` pass as the training
+        fold), with the probe's folds seeded by ``random_state``; a
+        ``warm_start`` refit keeps the source it has.
+        """
+        self._check_transfer_params()
+        if not (self.warm_start and getattr(self, "initialized_", False)):
+            if self._is_auto():
+                X = self._choose_source(X, y)
+            else:
+                self.pretrained_, self.source_scores_ = self.pretrained, None
+        return super().fit(X, y, **fit_params)
+
+    def get_default_callbacks(self):
+        callbacks = list(super().get_default_callbacks())
+        if self.l2_sp:
+            callbacks.append(("l2_sp", L2SP(float(self.l2_sp))))
+        if self.lp_epochs:
+            callbacks.append(("lp_ft", HeadFirst(int(self.lp_epochs))))
+        return callbacks
 
     def _check_as_pretrained(self, names, theirs):
         """Raise if a parameter in ``names`` is set to other than the pretrained value."""
@@ -664,7 +777,11 @@ class TransferMixin:
                                  f"{name}={theirs[name]}; leave it None")
 
     def _featurizer_settings(self):
-        card = self._card()["featurizer"]
+        if self._is_auto() and getattr(self, "pretrained_", None) is None:
+            # before "auto" has chosen: the candidates' settings (rank_sources checks they agree)
+            card = read_card(self._candidate_list()[0])[1]["featurizer"]
+        else:
+            card = self._card()["featurizer"]
         self._check_as_pretrained(("radius", "max_num_nbr"), card)
         return card["radius"], card["max_num_nbr"]
 
@@ -699,7 +816,7 @@ class TransferMixin:
         if self.head not in ("new", "keep"):
             raise ValueError(f"head must be 'new' or 'keep', got {self.head!r}")
         source, card = self._source()
-        self.card_, self._card_of = card, self.pretrained
+        self.card_, self._card_of = card, self._resolved_pretrained()
         state = source.state_dict()
         arch = {k: source.hparams[k] for k in ("atom_fea_len", "n_conv", "radius")}
         arch["conv_dtype"] = resolve_conv_dtype(self.conv_dtype, self.device)
@@ -757,7 +874,13 @@ class TransferCGCNNRegressor(TransferMixin, CGCNNRegressor):
     ----------
     pretrained : str, path-like or fitted CGCNNRegressor, default="mp-formation-energy"
         A name from :func:`skcgcnn.pretrained.list_pretrained`, the path of a
-        ``.pt`` file with its ``.json`` model card, or a fitted estimator.
+        ``.pt`` file with its ``.json`` model card, a fitted estimator, or
+        ``"auto"``: in :meth:`fit`, rank ``candidates`` on the training data
+        by a cheap probe (ridge regression on each candidate's pooled crystal
+        vectors, scored by 5-fold cross-validation;
+        :func:`skcgcnn.source_selection.rank_sources`) and fine-tune the best.
+        The probe costs about a tenth of one fine-tune (docs/benchmarks.md,
+        "One fine-tuned model").
     freeze : None, "embedding", int or "all_but_head", default=None
         Layers kept fixed: ``None`` fine-tunes everything (the paper's best);
         ``"embedding"`` freezes the embedding; an int ``k`` freezes the
@@ -769,6 +892,32 @@ class TransferCGCNNRegressor(TransferMixin, CGCNNRegressor):
     head : {"new", "keep"}, default="new"
         ``"new"``: a freshly initialised head of ``h_fea_len`` and ``n_h``;
         ``"keep"``: the pretrained head (its lengths, too).
+    candidates : None or list of str or path-like, default=None
+        The models ``pretrained="auto"`` chooses from: ``None`` is every
+        bundled model; a list names them (library names or paths), and the
+        entry ``"library"`` stands for every bundled model (``["library",
+        "my-model.pt"]`` adds one of your own). Unused otherwise. A library
+        model trained on your property's labels for the same crystals (e.g.
+        ``mp-formation-energy`` for Materials Project formation energies) is
+        a candidate like any other: leave it out when that would leak.
+    source_rank : int, default=0
+        With ``pretrained="auto"``, fine-tune the candidate the probe ranks
+        here (0: the best). ``EnsembleRegressor([TransferCGCNNRegressor(
+        pretrained="auto", source_rank=r) for r in (0, 1)])`` fine-tunes its
+        members from the two best sources in turn.
+    l2_sp : float, default=0.0
+        Strength ``alpha`` of the L2-SP penalty ``alpha / 2 * ||w - w0||^2``
+        on the distance of the transferred parameters to their pretrained
+        values (Li, Grandvalet & Davoine, ICML 2018;
+        :class:`~skcgcnn.callbacks.L2SP`); 0 turns it off.
+    lp_epochs : int, default=0
+        LP-FT (Kumar et al., ICLR 2022; :class:`~skcgcnn.callbacks.HeadFirst`):
+        the first ``lp_epochs`` of the ``max_epochs`` train only the new head,
+        with the embedding and convolutions frozen (no gradients, batch norms in
+        eval mode), then every layer not named by ``freeze`` trains. The
+        learning-rate schedule runs over all ``max_epochs`` without a restart,
+        so the cost stays that of ``max_epochs`` epochs (head-only ones are
+        cheaper). 0 turns it off.
     h_fea_len : int, default=64
         Length of the new head's hidden layer(s).
     lr : float, default=0.01
@@ -804,6 +953,12 @@ class TransferCGCNNRegressor(TransferMixin, CGCNNRegressor):
         Names of the state-dict entries copied from the pretrained model.
     frozen_ : list of str
         Names of the parameters kept fixed.
+    pretrained_ : str, path-like or estimator
+        The source model fine-tuned: ``pretrained``, or the candidate that
+        ``"auto"`` chose.
+    source_scores_ : dict of str to float or None
+        With ``pretrained="auto"``: the probe's cross-validated MAE (units of
+        ``y``) of every candidate, best first; None otherwise.
 
     Examples
     --------
@@ -820,12 +975,17 @@ class TransferCGCNNRegressor(TransferMixin, CGCNNRegressor):
     """
 
     def __init__(self, pretrained="mp-formation-energy", freeze=None, head="new",
+                 candidates=None, source_rank=0, l2_sp=0.0, lp_epochs=0,
                  h_fea_len=64, n_h=1, lr=0.01, batch_size=32, max_epochs=30,
                  lr_schedule="cosine", atom_fea_len=None, n_conv=None,
                  radius=None, max_num_nbr=None, **kwargs):
         self.pretrained = pretrained
         self.freeze = freeze
         self.head = head
+        self.candidates = candidates
+        self.source_rank = source_rank
+        self.l2_sp = l2_sp
+        self.lp_epochs = lp_epochs
         super().__init__(atom_fea_len=atom_fea_len, n_conv=n_conv, h_fea_len=h_fea_len,
                          n_h=n_h, lr=lr, batch_size=batch_size, max_epochs=max_epochs,
                          lr_schedule=lr_schedule, radius=radius, max_num_nbr=max_num_nbr,

@@ -610,3 +610,20 @@ def test_classification_train_finetune_predict(folder, tmp_path, capsys):
         main(["train", str(croot), "--task", "classification", "--log10", "-o",
               str(tmp_path / "x.pt"), *FAST])
     assert "--log10 applies to regression" in capsys.readouterr().err
+
+
+def test_finetune_auto_records_the_chosen_source(folder, tmp_path):
+    root, pre = folder
+    shutil.copy(PRETRAINED_DIR / "mp-band-gap-nm.pt", tmp_path / "gap.pt")
+    shutil.copy(PRETRAINED_DIR / "mp-band-gap-nm.json", tmp_path / "gap.json")
+    model = tmp_path / "auto.pt"
+    assert main(["finetune", "--pretrained", "auto", "--candidates", str(pre),
+                 "--candidates", str(tmp_path / "gap.pt"), "--l2-sp", "0.1", "--lp-epochs", "1",
+                 str(root), "-o", str(model), *FAST]) == 0
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert set(card["source_scores"]) == {str(pre), str(tmp_path / "gap.pt")}
+    assert card["pretrained"] == next(iter(card["source_scores"]))
+    assert card["hyperparameters"]["l2_sp"] == 0.1 and card["hyperparameters"]["lp_epochs"] == 1
+    ids, _ = _ids_and_y(root)
+    est = load_estimator(model)
+    assert est.predict([str(root / f"{i}.cif") for i in ids[:2]]).shape == (2,)

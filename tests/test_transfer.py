@@ -136,3 +136,100 @@ def test_fine_tuning_defaults_are_short_cosine_runs(tiny, source):
     np.testing.assert_allclose(lrs, 0.01 * (1 + np.cos(0.75 * np.pi)) / 2)
     with pytest.raises(ValueError, match="lr_schedule must be"):
         TransferCGCNNRegressor(path, lr_schedule="linear", **FAST).fit(graphs, y)
+
+
+# ------------------------------------------------------------ L2-SP and LP-FT
+def _distance_to(path, model):
+    saved = load_state_dict(path)
+    return sum(float(((p.detach() - saved[n]) ** 2).sum())
+               for n, p in model.module_.named_parameters() if n in model.transferred_)
+
+
+def test_l2_sp_penalty_is_zero_at_the_pretrained_weights_and_pulls_back(tiny, source):
+    from skcgcnn.callbacks import L2SP
+
+    _, graphs, y = tiny
+    _, path = source
+    net = TransferCGCNNRegressor(path, l2_sp=0.5, **FAST).initialize()
+    cb = dict(net.callbacks_)["l2_sp"]
+    cb.on_train_begin(net)
+    assert set(cb.reference_) == {n for n, _ in net.module_.named_parameters()
+                                  if n in net.transferred_}
+    assert float(cb.penalty(net.module_)) == 0.0
+    free = TransferCGCNNRegressor(path, **dict(FAST, max_epochs=8)).fit(graphs, 2 * y)
+    held = TransferCGCNNRegressor(path, l2_sp=50.0, **dict(FAST, max_epochs=8)).fit(graphs, 2 * y)
+    moved, held_moved = _distance_to(path, free), _distance_to(path, held)
+    assert float(cb.penalty(free.module_)) == pytest.approx(0.25 * moved, rel=1e-5) and moved > 0
+    assert 0 < held_moved < 0.5 * moved  # the penalty keeps the weights nearer w0
+    # its gradient is alpha * (w - w0), the penalty's own
+    layer = torch.nn.Linear(3, 2)
+    l2 = L2SP(0.3, params=["weight"]).anchor(layer)
+    with torch.no_grad():
+        layer.weight.add_(torch.randn(2, 3))
+    penalty = 0.15 * ((layer.weight - l2.reference_["weight"]) ** 2).sum()
+    penalty.backward()
+    expected = layer.weight.grad.clone()
+    layer.weight.grad.zero_()
+    l2.on_grad_computed(None, named_parameters=layer.named_parameters())
+    assert torch.allclose(layer.weight.grad, expected)
+
+
+def test_lp_ft_first_epochs_leave_the_body_and_its_batch_norms_unchanged(tiny, source):
+    from skorch.callbacks import Callback
+
+    class Spy(Callback):
+        def on_train_begin(self, net, **kwargs):
+            self.states = []
+
+        def on_epoch_end(self, net, **kwargs):
+            self.states.append({k: v.clone() for k, v in net.module_.state_dict().items()})
+
+    _, graphs, y = tiny
+    _, path = source
+    saved = load_state_dict(path)
+    spy = Spy()
+    model = TransferCGCNNRegressor(path, lp_epochs=2, freeze="embedding",
+                                   callbacks=[("spy", spy)], **dict(FAST, max_epochs=4))
+    model.fit(graphs, 2 * y)
+    body = [k for k in saved if k.startswith(("embedding.", "convs."))]
+    assert any("running_mean" in k for k in body)
+    for epoch in (0, 1):  # head-only: weights and running statistics as pretrained
+        for k in body:
+            assert torch.equal(spy.states[epoch][k], saved[k]), (epoch, k)
+    assert not torch.equal(spy.states[0]["fc_out.weight"], spy.states[1]["fc_out.weight"])
+    moved = [k for k in body if k.startswith("convs.") and not torch.equal(spy.states[2][k], saved[k])]
+    assert any("running_mean" in k for k in moved) and any(k.endswith("weight") for k in moved)
+    # the estimator's own freezing is back after the head-only epochs
+    assert all(not p.requires_grad for p in model.module_.embedding.parameters())
+    assert all(p.requires_grad for p in model.module_.convs.parameters())
+    assert all(torch.equal(spy.states[3][k], saved[k]) for k in body if k.startswith("embedding."))
+
+
+def test_l2_sp_and_lp_ft_are_tunable_parameters(tiny, source):
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    _, graphs, y = tiny
+    _, path = source
+    model = TransferCGCNNRegressor(path, **FAST)
+    assert clone(model.set_params(l2_sp=0.1, lp_epochs=1)).get_params()["l2_sp"] == 0.1
+    search = GridSearchCV(TransferCGCNNRegressor(path, **FAST),
+                          {"l2_sp": [0.0, 1.0], "lp_epochs": [0, 1]}, cv=2,
+                          scoring="neg_mean_absolute_error").fit(graphs, y)
+    assert len(search.cv_results_["params"]) == 4
+    assert set(search.best_params_) == {"l2_sp", "lp_epochs"}
+    on = clone(search.best_estimator_).set_params(l2_sp=1.0, lp_epochs=1).initialize()
+    assert {"l2_sp", "lp_ft"} <= set(dict(on.callbacks_))
+    assert "l2_sp" not in dict(TransferCGCNNRegressor(path).initialize().callbacks_)
+    # neither is a callback parameter of get_params (the estimator's own are the source)
+    assert not any(k.startswith("callbacks__l2_sp") for k in model.get_params())
+
+
+@pytest.mark.parametrize("params, match", [
+    (dict(l2_sp=-1.0), "l2_sp must be"), (dict(l2_sp=float("nan")), "l2_sp must be"),
+    (dict(lp_epochs=3), "lp_epochs must be"), (dict(lp_epochs=-1), "lp_epochs must be"),
+    (dict(lp_epochs=1.5), "lp_epochs must be")])
+def test_l2_sp_and_lp_ft_errors(tiny, source, params, match):
+    _, graphs, y = tiny
+    with pytest.raises(ValueError, match=match):
+        TransferCGCNNRegressor(source[1], **params, **FAST).fit(graphs, y)

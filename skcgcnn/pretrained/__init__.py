@@ -28,7 +28,7 @@ __all__ = ["list_pretrained", "load_pretrained", "load_estimator", "save_pretrai
 HYPERPARAMETER_KEYS = ("lr", "max_epochs", "batch_size", "momentum", "weight_decay",
                        "lr_schedule", "lr_decay_epoch", "lr_decay", "validation_fraction",
                        "n_iter_no_change", "conv_dtype", "random_state", "freeze", "head",
-                       "class_weight")
+                       "class_weight", "l2_sp", "lp_epochs", "source_rank")
 #: Hyperparameters of the step schedule, left out of the card under another schedule.
 _STEP_SCHEDULE_KEYS = ("lr_decay_epoch", "lr_decay")
 
@@ -368,8 +368,9 @@ def training_card(estimator):
         the normalised target at that epoch, in units of the target's
         standard deviation for ``target_normalization="standard"``; for a
         classifier ``valid_cross_entropy``, its validation loss); for a
-        fine-tuned model, ``pretrained`` (the source model) and
-        ``pretrained_target``.
+        fine-tuned model, ``pretrained`` (the source model fine-tuned: with
+        ``pretrained="auto"``, the one the probe chose), ``pretrained_target``
+        and, with ``"auto"``, ``source_scores`` (the probe's ranking).
 
     Examples
     --------
@@ -406,16 +407,21 @@ def training_card(estimator):
             card[_valid_loss_key(estimator)] = float(losses[best])
     pretrained = getattr(estimator, "pretrained", None)
     if pretrained is not None and hasattr(estimator, "card_"):
-        card["pretrained"] = (str(pretrained) if isinstance(pretrained, (str, os.PathLike))
+        # the source fine-tuned: with pretrained="auto", the one the probe chose
+        pretrained = getattr(estimator, "pretrained_", None) or pretrained
+        card["pretrained"] = (os.fspath(pretrained) if isinstance(pretrained, (str, os.PathLike))
                               else estimator.card_.get("name", type(pretrained).__name__))
         card["pretrained_target"] = estimator.card_.get("target")
+        scores = getattr(estimator, "source_scores_", None)
+        if scores:  # pretrained="auto": the probe's ranking (cross-validated MAE, best first)
+            card["source_scores"] = {k: float(v) for k, v in scores.items()}
     return card
 
 
 #: Card fields that training_card writes.
 _TRAINING_KEYS = ("hyperparameters", "epochs_trained", "n_train", "n_validation", "best_epoch",
                   "valid_mae_normalized", "valid_cross_entropy", "pretrained",
-                  "pretrained_target")
+                  "pretrained_target", "source_scores")
 
 
 def _valid_loss_key(estimator):
