@@ -349,6 +349,10 @@ class TransferCGCNNClassifier(TransferMixin, CGCNNClassifier):
         ``"keep"``: the pretrained head, only when it has as many outputs as
         ``y`` has classes (a pretrained classifier on the same classes), else
         ``ValueError``.
+    candidates, source_rank, l2_sp, lp_epochs
+        As for :class:`~skcgcnn.TransferCGCNNRegressor` (choosing the source
+        with ``pretrained="auto"``, L2-SP, LP-FT). The probe of ``"auto"``
+        regresses on the labels, so it needs numeric labels such as 0 and 1.
     class_weight : None, "balanced" or dict, default=None
         Weight of each class in the loss, as for :class:`CGCNNClassifier`.
     h_fea_len : int, default=64
@@ -391,12 +395,17 @@ class TransferCGCNNClassifier(TransferMixin, CGCNNClassifier):
     """
 
     def __init__(self, pretrained="mp-formation-energy", freeze=None, head="new",
-                 class_weight=None, h_fea_len=64, n_h=1, lr=0.01, batch_size=32,
+                 class_weight=None, candidates=None, source_rank=0, l2_sp=0.0, lp_epochs=0,
+                 h_fea_len=64, n_h=1, lr=0.01, batch_size=32,
                  max_epochs=30, lr_schedule="cosine", atom_fea_len=None, n_conv=None,
                  radius=None, max_num_nbr=None, **kwargs):
         self.pretrained = pretrained
         self.freeze = freeze
         self.head = head
+        self.candidates = candidates
+        self.source_rank = source_rank
+        self.l2_sp = l2_sp
+        self.lp_epochs = lp_epochs
         super().__init__(class_weight=class_weight, atom_fea_len=atom_fea_len, n_conv=n_conv,
                          h_fea_len=h_fea_len, n_h=n_h, lr=lr, batch_size=batch_size,
                          max_epochs=max_epochs, lr_schedule=lr_schedule, radius=radius,

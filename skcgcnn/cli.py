@@ -608,6 +608,7 @@ def _cmd_import_cgcnn(args):
     _note(f"wrote {weights} and its model card {card_path}: {what}, "
           f"{card['architecture']['n_conv']} convolutions, element features "
           f"{card['featurizer']['element_features_name']!r}")
+    return 0
 
 
 def _predict_classes(args, est, graphs, data, columns):

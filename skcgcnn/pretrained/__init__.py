@@ -281,8 +281,9 @@ def import_cgcnn(path, *, element_features="cgcnn", radius=8.0, max_num_nbr=12,
     if unexpected:
         raise ValueError(f"{where!r} holds parameters a CGCNN of {arch} lacks: {unexpected[:5]}")
     state.update(ckpt["state"])
-    state["target_mean"] = torch.tensor(ckpt["target_mean"], dtype=torch.float64)
-    state["target_scale"] = torch.tensor(ckpt["target_scale"], dtype=torch.float64)
+    if not classification:  # a classifier's network keeps its neutral target buffers
+        state["target_mean"] = torch.tensor(ckpt["target_mean"], dtype=torch.float64)
+        state["target_scale"] = torch.tensor(ckpt["target_scale"], dtype=torch.float64)
     published = PUBLISHED_CGCNN.get(sha[:16])
     full = {
         "name": published[0] if published else Path(where).name.split(".")[0],
