@@ -399,13 +399,9 @@ class TransferCGCNNClassifier(TransferMixin, CGCNNClassifier):
                  h_fea_len=64, n_h=1, lr=0.01, batch_size=32,
                  max_epochs=30, lr_schedule="cosine", atom_fea_len=None, n_conv=None,
                  radius=None, max_num_nbr=None, **kwargs):
-        self.pretrained = pretrained
-        self.freeze = freeze
-        self.head = head
-        self.candidates = candidates
-        self.source_rank = source_rank
-        self.l2_sp = l2_sp
-        self.lp_epochs = lp_epochs
+        self._store_transfer_params(pretrained=pretrained, freeze=freeze, head=head,
+                                    candidates=candidates, source_rank=source_rank,
+                                    l2_sp=l2_sp, lp_epochs=lp_epochs)
         super().__init__(class_weight=class_weight, atom_fea_len=atom_fea_len, n_conv=n_conv,
                          h_fea_len=h_fea_len, n_h=n_h, lr=lr, batch_size=batch_size,
                          max_epochs=max_epochs, lr_schedule=lr_schedule, radius=radius,
