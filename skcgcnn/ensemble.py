@@ -69,16 +69,122 @@ def _label_output(member, index):
 
 
 def _fit_member(member, X_fit, y_fit, X, n_threads):
-    """Fit one member on ``X_fit``; return it and its predictions on every crystal of ``X``."""
+    """Fit one member on ``X_fit``; return it and its predictions on every crystal of ``X``
+    (``None`` when ``X`` is ``None``)."""
     with _threads(n_threads):
         member.fit(X_fit, y_fit)
-        pred = np.asarray(member.predict(X), dtype=np.float64)
+        pred = None if X is None else np.asarray(member.predict(X), dtype=np.float64)
     return member, pred
 
 
-def _predict_member(member, X, n_threads):
+def _member_output(member, X, method, n_threads):
     with _threads(n_threads):
-        return np.asarray(member.predict(X), dtype=np.float64)
+        return np.asarray(getattr(member, method)(X), dtype=np.float64)
+
+
+class _SeedEnsemble(MetaEstimatorMixin, BaseEstimator):
+    """What both ensembles do: clone ``n_estimators`` members from ``estimator`` (or a
+    list of estimators, in turn), seed them from ``random_state``, build the graphs
+    once, and fit and query the members in parallel rounds."""
+
+    #: "regressor" or "classifier": what ``estimator`` must be.
+    _member_kind = ""
+
+    def _default_member(self):
+        raise NotImplementedError
+
+    def _member_templates(self):
+        """The estimators the members are cloned from, in turn (checked)."""
+        if self.estimator is None:
+            return [self._default_member()]
+        if not isinstance(self.estimator, (list, tuple)):
+            return [self._check_member(self.estimator)]
+        if not self.estimator:
+            raise ValueError(f"estimator is an empty list: give at least one {self._member_kind}")
+        if self.n_estimators < len(self.estimator):
+            raise ValueError(f"n_estimators={self.n_estimators} is fewer than the "
+                             f"{len(self.estimator)} estimators given: each needs a member")
+        return [self._check_member(est) for est in self.estimator]
+
+    def _check_member(self, est):
+        if isinstance(est, _SeedEnsemble):
+            raise TypeError(f"estimator is an {type(est).__name__}: ensembles cannot be "
+                            "nested; raise n_estimators instead")
+        method = "predict" if self._member_kind == "regressor" else "predict_proba"
+        is_kind = is_regressor if self._member_kind == "regressor" else is_classifier
+        if not (hasattr(est, "fit") and hasattr(est, method) and hasattr(est, "get_params")):
+            raise TypeError(f"estimator must be a scikit-learn {self._member_kind} with fit, "
+                            f"{method} and get_params, got {type(est).__name__}")
+        if not is_kind(est):
+            raise TypeError(f"estimator must be a {self._member_kind}, got {type(est).__name__}")
+        if "random_state" not in est.get_params(deep=False):
+            raise TypeError(f"{type(est).__name__} has no random_state parameter, so its "
+                            "clones would all be the same model and cannot be ensembled")
+        return est
+
+    def _check_n_estimators(self):
+        n = self.n_estimators
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
+            raise ValueError(f"n_estimators must be an int of at least 2 (a standard deviation "
+                             f"needs two members), got {n!r}")
+
+    def _members(self, templates, rng):
+        """Unfitted members: clones of ``templates`` in turn, seeds drawn from ``rng``
+        (set ``seeds_``), their verbose epoch tables labelled."""
+        self.seeds_ = rng.randint(np.iinfo(np.int32).max, size=self.n_estimators)
+        return [_label_output(clone(templates[i % len(templates)]).set_params(
+            random_state=int(s)), i) for i, s in enumerate(self.seeds_)]
+
+    def _workers(self, n_tasks):
+        """(joblib n_jobs, torch threads per worker or None when sequential)."""
+        workers = min(effective_n_jobs(self.n_jobs), n_tasks)
+        if workers <= 1:
+            return 1, None
+        return workers, max(1, cpu_count() // workers)
+
+    def _rounds(self, n_tasks):
+        """Groups of member indices fitted together: ``(indices, workers, threads)``.
+
+        The members that fill every worker run first; the few left over (5
+        members on 2 workers leave 1) then share all the cores instead of one
+        core each, so no core idles through the last round.
+        """
+        workers, threads = self._workers(n_tasks)
+        full = n_tasks - n_tasks % workers
+        rounds = [(range(full), workers, threads)]
+        if full < n_tasks:
+            rest = n_tasks - full
+            rounds.append((range(full, n_tasks), rest,
+                           max(1, workers * threads // rest) if threads else None))
+        return rounds
+
+    def _features(self, template, X):
+        """Featurize ``X`` once for every member (graphs for a skcgcnn network)."""
+        if hasattr(template, "_graphs"):
+            return clone(template)._graphs(X)
+        return X
+
+    def _fit_members(self, members, X_fit, y_fit, X_pred=None):
+        """Fit ``members`` in parallel rounds; return ``[(member, predictions on X_pred)]``."""
+        out = []
+        for indices, workers, threads in self._rounds(len(members)):
+            with _quiet_worker_restarts():
+                out += Parallel(n_jobs=workers)(
+                    delayed(_fit_member)(members[i], X_fit, y_fit, X_pred, threads)
+                    for i in indices)
+        return out
+
+    def _member_outputs(self, X, method):
+        """``method`` (``"predict"`` or ``"predict_proba"``) of every fitted member on
+        ``X``, stacked on axis 0."""
+        check_is_fitted(self, "estimators_")
+        Xf = self._features(self.estimators_[0], X)
+        workers, threads = self._workers(len(self.estimators_))
+        if workers == 1:
+            return np.stack([_member_output(m, Xf, method, None) for m in self.estimators_])
+        with _quiet_worker_restarts():
+            return np.stack(Parallel(n_jobs=workers)(
+                delayed(_member_output)(m, Xf, method, threads) for m in self.estimators_))
 
 
 def _eps():
@@ -114,7 +220,7 @@ def _conformal_quantile(scores, confidence_level):
     return float(np.sort(scores)[k - 1])
 
 
-class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
+class EnsembleRegressor(RegressorMixin, _SeedEnsemble):
     """Mean of several seeds of a network, with split-conformal prediction intervals.
 
     ``n_estimators`` clones of ``estimator`` are fitted on the same data,
@@ -255,42 +361,15 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    # ------------------------------------------------------------ validation
-    def _member_templates(self):
-        """The estimators the members are cloned from, in turn (checked)."""
-        if self.estimator is None:
-            from .estimators import CGCNNRegressor
+    _member_kind = "regressor"
 
-            return [CGCNNRegressor()]
-        if not isinstance(self.estimator, (list, tuple)):
-            return [self._check_member(self.estimator)]
-        if not self.estimator:
-            raise ValueError("estimator is an empty list: give at least one regressor")
-        if self.n_estimators < len(self.estimator):
-            raise ValueError(f"n_estimators={self.n_estimators} is fewer than the "
-                             f"{len(self.estimator)} estimators given: each needs a member")
-        return [self._check_member(est) for est in self.estimator]
+    def _default_member(self):
+        from .estimators import CGCNNRegressor
 
-    @staticmethod
-    def _check_member(est):
-        if isinstance(est, EnsembleRegressor):
-            raise TypeError("estimator is an EnsembleRegressor: ensembles cannot be nested; "
-                            "raise n_estimators instead")
-        if not (hasattr(est, "fit") and hasattr(est, "predict") and hasattr(est, "get_params")):
-            raise TypeError(f"estimator must be a scikit-learn regressor with fit, predict and "
-                            f"get_params, got {type(est).__name__}")
-        if not is_regressor(est):
-            raise TypeError(f"estimator must be a regressor, got {type(est).__name__}")
-        if "random_state" not in est.get_params(deep=False):
-            raise TypeError(f"{type(est).__name__} has no random_state parameter, so its "
-                            "clones would all be the same model and cannot be ensembled")
-        return est
+        return CGCNNRegressor()
 
     def _check_params(self):
-        n = self.n_estimators
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
-            raise ValueError(f"n_estimators must be an int of at least 2 (a standard deviation "
-                             f"needs two members), got {n!r}")
+        self._check_n_estimators()
         level = self.confidence_level
         if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
             raise ValueError(f"confidence_level must be a float strictly between 0 and 1, "
@@ -300,35 +379,6 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
                                or not 0 < frac < 1):
             raise ValueError(f"calibration_fraction must be a float strictly between 0 and 1, "
                              f"got {frac!r}")
-
-    def _workers(self, n_tasks):
-        """(joblib n_jobs, torch threads per worker or None when sequential)."""
-        workers = min(effective_n_jobs(self.n_jobs), n_tasks)
-        if workers <= 1:
-            return 1, None
-        return workers, max(1, cpu_count() // workers)
-
-    def _rounds(self, n_tasks):
-        """Groups of member indices fitted together: ``(indices, workers, threads)``.
-
-        The members that fill every worker run first; the few left over (5
-        members on 2 workers leave 1) then share all the cores instead of one
-        core each, so no core idles through the last round.
-        """
-        workers, threads = self._workers(n_tasks)
-        full = n_tasks - n_tasks % workers
-        rounds = [(range(full), workers, threads)]
-        if full < n_tasks:
-            rest = n_tasks - full
-            rounds.append((range(full, n_tasks), rest,
-                           max(1, workers * threads // rest) if threads else None))
-        return rounds
-
-    def _features(self, template, X):
-        """Featurize ``X`` once for every member (graphs for a skcgcnn network)."""
-        if hasattr(template, "_graphs"):
-            return clone(template)._graphs(X)
-        return X
 
     # --------------------------------------------------------------- fitting
     def _calibration_split(self, n, rng):
@@ -371,21 +421,14 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D (one target per crystal), got shape {y.shape}")
         rng = check_random_state(self.random_state)
-        self.seeds_ = rng.randint(np.iinfo(np.int32).max, size=self.n_estimators)
-        members = [_label_output(clone(templates[i % len(templates)]).set_params(
-            random_state=int(s)), i) for i, s in enumerate(self.seeds_)]
+        members = self._members(templates, rng)
         Xf = self._features(templates[0], X)  # each member checks that it takes these
         if len(Xf) != len(y):
             raise ValueError(f"X and y have different lengths: {len(Xf)} crystals, "
                              f"{len(y)} targets")
         fit, cal = self._calibration_split(len(y), rng)
         X_fit, y_fit = _safe_indexing(Xf, fit), y[fit]
-        out = []
-        for indices, workers, threads in self._rounds(len(members)):
-            with _quiet_worker_restarts():
-                out += Parallel(n_jobs=workers)(
-                    delayed(_fit_member)(members[i], X_fit, y_fit, Xf, threads)
-                    for i in indices)
+        out = self._fit_members(members, X_fit, y_fit, Xf)
         self.estimators_ = [m for m, _ in out]
         self.target_range_ = (float(y.min()), float(y.max()))
         self._calibrate(y, np.stack([p for _, p in out]), fit, cal)
@@ -424,14 +467,7 @@ class EnsembleRegressor(RegressorMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         predictions : ndarray of shape (n_estimators, n_crystals)
         """
-        check_is_fitted(self, "estimators_")
-        Xf = self._features(self.estimators_[0], X)
-        workers, threads = self._workers(len(self.estimators_))
-        if workers == 1:
-            return np.stack([_predict_member(m, Xf, None) for m in self.estimators_])
-        with _quiet_worker_restarts():
-            return np.stack(Parallel(n_jobs=workers)(
-                delayed(_predict_member)(m, Xf, threads) for m in self.estimators_))
+        return self._member_outputs(X, "predict")
 
     def _scale(self, sigma):
         """The score's scale ``sigma + beta`` (floored as StdConformityScore floors it)."""
@@ -693,7 +729,7 @@ def load_ensemble(name_or_path, device="cpu", conv_dtype="auto"):
     return model
 
 
-class EnsembleClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
+class EnsembleClassifier(ClassifierMixin, _SeedEnsemble):
     """Seeds of one classifier, their class probabilities averaged (soft voting).
 
     The classification counterpart of :class:`EnsembleRegressor`'s members:
@@ -706,13 +742,16 @@ class EnsembleClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     Parameters
     ----------
-    estimator : classifier, default=None
+    estimator : classifier or list of classifiers, default=None
         The member, with a ``random_state`` parameter, e.g.
         :class:`~skcgcnn.TransferCGCNNClassifier`; ``None``: a
         :class:`~skcgcnn.CGCNNClassifier` at its defaults. Cloned, never
-        fitted itself.
+        fitted itself. A list: member ``i`` is a clone of
+        ``estimator[i % len(estimator)]``, e.g. the top sources in turn,
+        ``[TransferCGCNNClassifier(pretrained="auto", source_rank=r) for r in
+        (0, 1)]``.
     n_estimators : int, default=5
-        Members (at least 2).
+        Members (at least 2, and at least one per entry of a list).
     n_jobs : int, optional
         Members fitted in parallel (joblib), the torch threads shared among them.
     random_state : int, RandomState or None, default=None
@@ -745,20 +784,12 @@ class EnsembleClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    def _template(self):
-        if self.estimator is None:
-            from .classifiers import CGCNNClassifier
+    _member_kind = "classifier"
 
-            return CGCNNClassifier()
-        est = self.estimator
-        if not (hasattr(est, "fit") and hasattr(est, "predict_proba")
-                and hasattr(est, "get_params")) or not is_classifier(est):
-            raise TypeError(f"estimator must be a scikit-learn classifier with predict_proba, "
-                            f"got {type(est).__name__}")
-        if "random_state" not in est.get_params(deep=False):
-            raise TypeError(f"{type(est).__name__} has no random_state parameter, so its "
-                            "clones would all be the same model and cannot be ensembled")
-        return est
+    def _default_member(self):
+        from .classifiers import CGCNNClassifier
+
+        return CGCNNClassifier()
 
     def fit(self, X, y):
         """Fit ``n_estimators`` seeds of the classifier on crystals ``X`` and labels ``y``.
@@ -774,19 +805,11 @@ class EnsembleClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         self : EnsembleClassifier
         """
-        n = self.n_estimators
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
-            raise ValueError(f"n_estimators must be an int of at least 2, got {n!r}")
-        template = self._template()
-        rng = check_random_state(self.random_state)
-        self.seeds_ = rng.randint(np.iinfo(np.int32).max, size=n)
-        members = [clone(template).set_params(random_state=int(s)) for s in self.seeds_]
-        Xf = clone(template)._graphs(X) if hasattr(template, "_graphs") else X
-        workers = min(effective_n_jobs(self.n_jobs), n)
-        threads = max(1, cpu_count() // workers) if workers > 1 else None
-        with _quiet_worker_restarts():
-            self.estimators_ = Parallel(n_jobs=workers)(
-                delayed(_fit_classifier)(m, Xf, y, threads) for m in members)
+        self._check_n_estimators()
+        templates = self._member_templates()
+        members = self._members(templates, check_random_state(self.random_state))
+        Xf = self._features(templates[0], X)
+        self.estimators_ = [m for m, _ in self._fit_members(members, Xf, y)]
         self.classes_ = self.estimators_[0].classes_
         return self
 
@@ -801,10 +824,7 @@ class EnsembleClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         proba : ndarray of shape (n_crystals, n_classes)
         """
-        check_is_fitted(self, "estimators_")
-        first = self.estimators_[0]
-        Xf = first._graphs(X) if hasattr(first, "_graphs") else X
-        return np.mean([m.predict_proba(Xf) for m in self.estimators_], axis=0)
+        return self._member_outputs(X, "predict_proba").mean(axis=0)
 
     def predict(self, X):
         """The class of the highest mean probability.
@@ -820,7 +840,3 @@ class EnsembleClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(axis=1)]
 
-
-def _fit_classifier(member, X, y, n_threads):
-    with _threads(n_threads):
-        return member.fit(X, y)

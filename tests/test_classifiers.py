@@ -217,7 +217,21 @@ def test_ensemble_classifier_averages_the_members_probabilities(toy):
     assert ens.classes_.tolist() == ["long", "short"] and set(ens.predict(graphs)) <= set(y)
     with pytest.raises(TypeError, match="classifier"):
         EnsembleClassifier(CGCNNRegressor()).fit(graphs, y)
+    with pytest.raises(TypeError, match="cannot be nested"):
+        EnsembleClassifier(ens).fit(graphs, y)
     assert is_classifier(ens)
+
+
+def test_ensemble_classifier_takes_a_list_of_members_in_turn(toy):
+    """A list: member i is a clone of estimator[i % len(estimator)] (e.g. several sources)."""
+    from skcgcnn import EnsembleClassifier
+
+    _, graphs, y = toy
+    ens = EnsembleClassifier([CGCNNClassifier(**FAST), CGCNNClassifier(**FAST, n_conv=1)],
+                             n_estimators=3, random_state=0).fit(graphs, y)
+    assert [len(m.module_.convs) for m in ens.estimators_] == [3, 1, 3]
+    with pytest.raises(ValueError, match="fewer than the 3 estimators"):
+        EnsembleClassifier([CGCNNClassifier(**FAST)] * 3, n_estimators=2).fit(graphs, y)
 
 
 #: scikit-learn's checks that apply. The others fit on random numeric matrices

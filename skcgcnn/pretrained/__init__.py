@@ -224,13 +224,10 @@ def import_cgcnn(path, *, element_features="cgcnn", radius=8.0, max_num_nbr=12,
         ``imported_from`` (the file's name, SHA-256, epoch, validation error
         and training arguments). A classification checkpoint gives a
         classifier with ``classes_`` 0 and 1 (class 1 is "metal" for the
-        published ``semi-metal-classification``), where skcgcnn has one.
+        published ``semi-metal-classification``).
 
     Raises
     ------
-    NotImplementedError
-        A classification checkpoint (``--task classification``) in a
-        version of skcgcnn without ``CGCNNClassifier``.
     ValueError
         A file that is not a CGCNN checkpoint, needs code to load, or does
         not match ``element_features`` or ``radius``.
@@ -258,13 +255,6 @@ def import_cgcnn(path, *, element_features="cgcnn", radius=8.0, max_num_nbr=12,
     ckpt = read_cgcnn_checkpoint(path, radius=radius)
     where = os.fspath(path)
     classification = ckpt["task"] == "classification"
-    if classification:
-        try:
-            from ..classifiers import CGCNNClassifier  # noqa: F401
-        except ImportError:
-            raise NotImplementedError(
-                f"{where!r} is a classification checkpoint (--task classification); this "
-                "version of skcgcnn has no CGCNNClassifier to import it into") from None
     table, table_name = resolve_element_features(element_features)
     if table.shape[1] != ckpt["orig_atom_fea_len"]:
         raise ValueError(
