@@ -75,8 +75,11 @@ def _ids_from_frame(frame, id_column):
 
 
 def _read_input(path, target=None, structure_column="structure", id_column=None,
-                need_target=False, log10=False, n_jobs=None, labels=False):
+                need_target=False, log10=False, n_jobs=None, labels=False, skip_invalid=False):
     """Read any INPUT form into :class:`_Data`; errors name the bad input.
+
+    With ``skip_invalid`` the rows of a CSV table whose structure cannot be read are
+    left out and listed (those that cannot be featurized are left out later).
 
     With ``labels`` the targets are class labels, kept as written in a table
     (strings or numbers); numbers that are all integral become integers (the
@@ -112,7 +115,11 @@ def _read_input(path, target=None, structure_column="structure", id_column=None,
         ids, X, y = list(stored["ids"]), stored["graphs"], stored.get("y")
         target = target or stored.get("target") or "target"
     else:
-        frame = load_table(path, structure_column, None if labels else target, n_jobs=n_jobs)
+        frame = load_table(path, structure_column, None if labels else target, n_jobs=n_jobs,
+                           skip_invalid=skip_invalid)
+        skipped = frame.attrs.get("skipped", [])
+        if skipped:
+            _report_skipped(skipped, None, len(frame) + len(skipped), what="read")
         ids, X = _ids_from_frame(frame, id_column), list(frame[structure_column])
         if target is not None and target not in frame.columns:
             raise ValueError(f"{path!r} has no target column {target!r}; its columns are "
@@ -200,16 +207,18 @@ def _featurize_kept(X, radius, max_num_nbr, n_jobs=None, progress=True, ids=None
     return graphs, kept
 
 
-def _report_skipped(errors, ids, n, shown=10):
+def _report_skipped(errors, ids, n, shown=10, what="featurized"):
     """List the crystals --skip-invalid left out, or fail when that is all of them."""
     def name(i):
         return f"index {i}" if ids is None else f"{ids[i]!r} (index {i})"
 
     if len(errors) == n:
-        raise ValueError(f"none of the {n} crystal(s) could be featurized; the first, "
+        raise ValueError(f"none of the {n} crystal(s) could be {what}; the first, "
                          f"{name(errors[0][0])}: {errors[0][1]}")
     lines = [f"skipped {len(errors)} of {n} crystal(s) that could not be read or featurized:"]
-    lines += [f"  {name(i)}: {' '.join(str(exc).split())}" for i, exc in errors[:shown]]
+    # a table's read errors name their row already
+    lines += [f"  {'' if what == 'read' else name(i) + ': '}{' '.join(str(exc).split())}"
+              for i, exc in errors[:shown]]
     if len(errors) > shown:
         lines.append(f"  ... and {len(errors) - shown} more")
     _note("\n".join(lines))
@@ -555,7 +564,8 @@ def _cmd_predict(args):
     if args.task is not None and args.task != task:
         raise ValueError(f"--task {args.task} was given, but {args.model!r} is a {task} model")
     data = _read_input(args.input, None, args.structure_column, args.id_column,
-                       n_jobs=args.n_jobs, labels=task == "classification")
+                       n_jobs=args.n_jobs, labels=task == "classification",
+                       skip_invalid=args.skip_invalid)
     graphs, kept = _featurize_kept(data.X, member.radius, member.max_num_nbr, args.n_jobs,
                                    not args.quiet, ids=data.ids, skip_invalid=args.skip_invalid)
     if len(kept) < len(data.ids):

@@ -258,7 +258,8 @@ def _read_structure(cell, folder, where):
         raise ValueError(f"could not read the structure in {where}: {exc}") from exc
 
 
-def load_table(path, structure_column="structure", target_column=None, n_jobs=None):
+def load_table(path, structure_column="structure", target_column=None, n_jobs=None,
+               skip_invalid=False):
     """Load a table of crystals: CSV with CIF paths or CIF text, or matbench-style JSON.
 
     Parameters
@@ -276,12 +277,17 @@ def load_table(path, structure_column="structure", target_column=None, n_jobs=No
         (empty cells become NaN). Its units are the file's.
     n_jobs : int, optional
         Processes used to decode the structures of a JSON file.
+    skip_invalid : bool, default=False
+        Leave out the rows of a CSV whose structure cannot be read (bad CIF
+        text, a missing or unreadable file, an empty cell) instead of
+        raising; ``frame.attrs["skipped"]`` lists them as ``(row, message)``.
 
     Returns
     -------
     frame : pandas.DataFrame
-        One row per crystal, in file order; ``structure_column`` holds pymatgen
-        ``Structure`` objects, the other columns are kept as stored.
+        One row per crystal, in file order, indexed by its row in the file;
+        ``structure_column`` holds pymatgen ``Structure`` objects, the other
+        columns are kept as stored.
 
     Raises
     ------
@@ -326,9 +332,20 @@ def load_table(path, structure_column="structure", target_column=None, n_jobs=No
             raise ValueError(f"{path!r} has no {role} column {column!r}; its columns are "
                              f"{', '.join(map(str, frame.columns))}")
     folder = os.path.dirname(os.path.abspath(path))
-    frame[structure_column] = [
-        _read_structure(cell, folder, f"row {i} of column {structure_column!r} in {path!r}")
-        for i, cell in enumerate(frame[structure_column])]
+    structures, skipped = [], []
+    for i, cell in enumerate(frame[structure_column]):
+        try:
+            structures.append(_read_structure(
+                cell, folder, f"row {i} of column {structure_column!r} in {path!r}"))
+        except (ValueError, OSError) as exc:
+            if not skip_invalid:
+                raise
+            structures.append(None)
+            skipped.append((i, str(exc)))
+    frame[structure_column] = structures
+    if skipped:
+        frame = frame.drop(index=frame.index[[i for i, _ in skipped]])
+        frame.attrs["skipped"] = skipped
     if target_column is not None:
         try:
             frame[target_column] = pd.to_numeric(frame[target_column]).astype(float)

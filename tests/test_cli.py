@@ -225,6 +225,20 @@ def test_predict_skips_invalid_crystals_and_names_isolated_ones(folder, finetune
     (bad / "a.cif").write_text("garbage\n")
     err = _error(["predict", str(finetuned), str(bad), "-q", "--skip-invalid"], capsys)
     assert "none of the 1 crystal(s) could be featurized" in err
+    # a CSV table: rows whose structure cannot be read are skipped too, named by row
+    table = tmp_path / "table.csv"
+    pd.DataFrame({"id": ["good", "garbage", "empty", "missing"],
+                  "structure": [(plain / "x0.cif").read_text(), "data_x\nnot a cif\n", "",
+                                "nowhere.cif"]}).to_csv(table, index=False)
+    with pytest.raises(SystemExit):
+        main(["predict", str(finetuned), str(table), "-q"])
+    assert "row 1 of column 'structure'" in capsys.readouterr().err
+    assert main(["predict", str(finetuned), str(table), "-o", str(out), "-q", "--force",
+                 "--skip-invalid"]) == 0
+    assert pd.read_csv(out).id.tolist() == ["good"]
+    err = capsys.readouterr().err
+    assert "skipped 3 of 4 crystal(s)" in err
+    assert all(f"row {i} of column 'structure'" in err for i in (1, 2, 3))
 
 
 def test_training_options_reach_the_estimator():

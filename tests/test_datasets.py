@@ -91,6 +91,20 @@ def test_load_table_errors_name_the_input(tmp_path):
         load_table(tmp_path / "absent.csv")
 
 
+def test_load_table_skip_invalid_leaves_out_unreadable_rows(tmp_path):
+    cu, al = _cu_al()
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"id": ["cu", "bad", "al", "gone"],
+                  "structure": [cu.to(fmt="cif"), "data_x\n_cell_length_a 1\n",
+                                al.to(fmt="cif"), "gone.cif"],
+                  "y": [1.0, 2.0, 3.0, 4.0]}).to_csv(path, index=False)
+    loaded = load_table(path, target_column="y", skip_invalid=True)
+    assert loaded.id.tolist() == ["cu", "al"] and loaded.index.tolist() == [0, 2]
+    assert loaded.y.tolist() == [1.0, 3.0]
+    assert [row for row, _ in loaded.attrs["skipped"]] == [1, 3]
+    assert "row 3 of column 'structure'" in loaded.attrs["skipped"][1][1]
+
+
 def test_load_table_json(tmp_path):
     path = tmp_path / "t.json.gz"
     with gzip.open(path, "wt") as f:
