@@ -323,11 +323,13 @@ def single_models(target, fit=FIT):
         models[single_name(label, method)] = TransferCGCNNRegressor(
             pretrained=main, conv_dtype=fit["conv_dtype"], random_state=fit["random_state"],
             **params)
-    # the one method that helped (no hold-out), from the source auto chooses: a real fit
-    models[single_name("auto", NO_HOLD_OUT)] = TransferCGCNNRegressor(
-        pretrained="auto", candidates=[source_model(s) for s in allowed_sources(target)],
-        conv_dtype=fit["conv_dtype"], random_state=fit["random_state"],
-        **SINGLE_METHODS[NO_HOLD_OUT])
+    # the one method that helped (no hold-out), from the source auto chooses (real fits),
+    # also with twice the epochs
+    candidates = [source_model(s) for s in allowed_sources(target)]
+    for suffix, epochs in ((NO_HOLD_OUT, 30), (f"{NO_HOLD_OUT}, 60 epochs", 60)):
+        models[single_name("auto", suffix)] = TransferCGCNNRegressor(
+            pretrained="auto", candidates=candidates, conv_dtype=fit["conv_dtype"],
+            random_state=fit["random_state"], max_epochs=epochs, **SINGLE_METHODS[NO_HOLD_OUT])
     return models
 
 
