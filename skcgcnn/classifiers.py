@@ -351,8 +351,10 @@ class TransferCGCNNClassifier(TransferMixin, CGCNNClassifier):
         ``ValueError``.
     candidates, source_rank, l2_sp, lp_epochs
         As for :class:`~skcgcnn.TransferCGCNNRegressor` (choosing the source
-        with ``pretrained="auto"``, L2-SP, LP-FT). The probe of ``"auto"``
-        regresses on the labels, so it needs numeric labels such as 0 and 1.
+        with ``pretrained="auto"``, L2-SP, LP-FT). The probe of ``"auto"`` is
+        a logistic regression on each candidate's pooled vectors, scored by
+        its cross-validated log loss (stratified folds; every class needs at
+        least 2 crystals).
     class_weight : None, "balanced" or dict, default=None
         Weight of each class in the loss, as for :class:`CGCNNClassifier`.
     h_fea_len : int, default=64

@@ -12,6 +12,7 @@ import torch
 from skorch import NeuralNetRegressor
 from skorch.callbacks import EarlyStopping, LRScheduler
 from skorch.dataset import ValidSplit
+from sklearn.base import is_classifier
 from sklearn.utils import check_random_state
 
 from .callbacks import (ColumnMAE, CosineLR, HeadFirst, L2SP, ReleaseMemory,
@@ -22,7 +23,8 @@ from .features import ELEMENT_TABLES, element_feature_fingerprint, resolve_eleme
 from .graph import CrystalGraphTransformer, _as_list, _graph_array_or_none, as_graph_array
 from .model import CGCNN, resolve_conv_dtype
 from .modelfile import network_source, read_card
-from .source_selection import default_probe, library_candidates, rank_sources, source_label
+from .source_selection import (default_classification_probe, default_probe,
+                               library_candidates, rank_sources, source_label)
 from .target import TARGET_NORMALIZATIONS, denormalize, fit_target_stats, normalize
 
 __all__ = ["CGCNNRegressor", "TransferCGCNNRegressor", "CGCNNMixin", "TransferMixin"]
@@ -708,8 +710,8 @@ class TransferMixin:
         return list(out.values())
 
     def _probe_estimator(self):
-        """The probe's model (ridge regression; a classifier may override this)."""
-        return default_probe()
+        """The probe's model: ridge regression (a classifier's: logistic regression)."""
+        return default_classification_probe() if is_classifier(self) else default_probe()
 
     def _choose_source(self, X, y):
         """Rank the candidates on (X, y), set ``pretrained_`` and ``source_scores_``, and
@@ -725,7 +727,7 @@ class TransferMixin:
             graphs = as_graph_array(CrystalGraphTransformer(
                 radius=card["featurizer"]["radius"],
                 max_num_nbr=card["featurizer"]["max_num_nbr"]).transform(_as_list(X)))
-        y = np.asarray(y, dtype=np.float64)
+        y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.ravel()
         if y.ndim != 1:

@@ -22,9 +22,10 @@ import os
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.linear_model import RidgeCV
-from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.base import clone, is_classifier
+from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.metrics import log_loss
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
@@ -34,8 +35,8 @@ from .graph import CrystalGraph, CrystalGraphTransformer, _as_list
 from .model import resolve_conv_dtype
 from .modelfile import list_pretrained, network_source
 
-__all__ = ["default_probe", "library_candidates", "probe_score", "rank_sources",
-           "source_label"]
+__all__ = ["default_classification_probe", "default_probe", "library_candidates",
+           "probe_score", "rank_sources", "source_label"]
 
 #: Ridge penalties the default probe chooses from (efficient leave-one-out inside RidgeCV).
 PROBE_ALPHAS = np.logspace(-3, 3, 13)
@@ -56,6 +57,23 @@ def default_probe():
     'ridgecv'
     """
     return make_pipeline(StandardScaler(), RidgeCV(alphas=PROBE_ALPHAS))
+
+
+def default_classification_probe():
+    """The probe of a classifier's ``pretrained="auto"``: standardised pooled vectors,
+    L2-penalised logistic regression (``C=1``), scored by its cross-validated log loss.
+
+    Returns
+    -------
+    estimator : sklearn.pipeline.Pipeline
+
+    Examples
+    --------
+    >>> from skcgcnn.source_selection import default_classification_probe
+    >>> default_classification_probe().steps[-1][0]
+    'logisticregression'
+    """
+    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
 
 
 def library_candidates():
@@ -79,25 +97,30 @@ def source_label(candidate):
 
 
 def probe_score(features, y, cv=5, random_state=None, estimator=None):
-    """Cross-validated mean absolute error of a probe regressor on descriptors.
+    """Cross-validated mean absolute error of a probe regressor on descriptors (the log
+    loss of its probabilities for a probe classifier).
 
     Parameters
     ----------
     features : array-like of shape (n_crystals, n_features)
         Descriptors of the crystals, e.g. a source model's pooled vectors.
     y : array-like of shape (n_crystals,)
-        The property, in its own units.
+        The property, in its own units, or class labels for a probe classifier.
     cv : int, default=5
-        Folds of a shuffled ``KFold`` (at most ``n_crystals``).
+        Folds of a shuffled ``KFold`` (at most ``n_crystals``); stratified,
+        and at most the smallest class's count, for a probe classifier.
     random_state : int, RandomState or None, default=None
         Seeds the fold assignment.
-    estimator : scikit-learn regressor, optional
-        The probe (cloned); :func:`default_probe` if None.
+    estimator : scikit-learn regressor or classifier, optional
+        The probe (cloned); :func:`default_probe` if None. A classifier needs
+        ``predict_proba``.
 
     Returns
     -------
-    mae : float
-        Mean absolute error of the out-of-fold predictions, in the units of ``y``.
+    score : float
+        Mean absolute error of the out-of-fold predictions, in the units of
+        ``y``; for a probe classifier the log loss (nats) of its out-of-fold
+        probabilities. Lower is better.
 
     Examples
     --------
@@ -111,9 +134,9 @@ def probe_score(features, y, cv=5, random_state=None, estimator=None):
     True
     """
     features = np.asarray(features, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim != 1:
-        raise ValueError(f"y must be 1-D (one property per crystal), got shape {y.shape}")
+    est = clone(estimator if estimator is not None else default_probe())
+    classify = is_classifier(est)
+    y = _probe_targets(y, classify)
     if len(features) != len(y):
         raise ValueError(f"features and y have different lengths: {len(features)} crystals, "
                          f"{len(y)} targets")
@@ -121,11 +144,31 @@ def probe_score(features, y, cv=5, random_state=None, estimator=None):
         raise ValueError(f"cv must be an int >= 2, got {cv!r}")
     if len(y) < 2:
         raise ValueError(f"the probe needs at least 2 crystals, got {len(y)}")
-    folds = KFold(min(int(cv), len(y)), shuffle=True,
-                  random_state=check_random_state(random_state).randint(2 ** 31 - 1))
-    est = clone(estimator if estimator is not None else default_probe())
-    pred = cross_val_predict(est, features, y, cv=folds)
-    return float(np.mean(np.abs(pred - y)))
+    seed = check_random_state(random_state).randint(2 ** 31 - 1)
+    if not classify:
+        pred = cross_val_predict(est, features, y,
+                                 cv=KFold(min(int(cv), len(y)), shuffle=True, random_state=seed))
+        return float(np.mean(np.abs(pred - y)))
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2 or counts.min() < 2:
+        raise ValueError(f"the probe classifier needs at least 2 crystals of each of at least "
+                         f"2 classes, got {dict(zip(classes.tolist(), counts.tolist()))}")
+    folds = StratifiedKFold(min(int(cv), int(counts.min())), shuffle=True, random_state=seed)
+    proba = cross_val_predict(est, features, y, cv=folds, method="predict_proba")
+    return float(log_loss(y, proba, labels=classes))
+
+
+def _probe_targets(y, classify):
+    """``y`` as the probe takes it: 1-D finite floats, or 1-D labels for a classifier."""
+    y = np.asarray(y) if classify else np.asarray(y, dtype=np.float64)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.ravel()
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D (one property per crystal), got shape {y.shape}")
+    if not classify and not np.isfinite(y).all():
+        raise ValueError(f"y has {int((~np.isfinite(y)).sum())} NaN or infinite value(s), the "
+                         f"first at index {int(np.flatnonzero(~np.isfinite(y))[0])}")
+    return y
 
 
 def rank_sources(candidates, X, y, cv=5, random_state=None, estimator=None, batch_size=256,
@@ -148,13 +191,15 @@ def rank_sources(candidates, X, y, cv=5, random_state=None, estimator=None, batc
         The training crystals; raw structures are featurized once, with the
         first candidate's card settings.
     y : array-like of shape (n_crystals,)
-        The property, in its own units; must be finite.
+        The property, in its own units (finite), or class labels when
+        ``estimator`` is a classifier.
     cv : int, default=5
         Folds of the probe's cross-validation.
     random_state : int, RandomState or None, default=None
         Seeds the folds; an int gives the same ranking every time.
-    estimator : scikit-learn regressor, optional
-        The probe; :func:`default_probe` (ridge) if None.
+    estimator : scikit-learn regressor or classifier, optional
+        The probe; :func:`default_probe` (ridge) if None;
+        :func:`default_classification_probe` for class labels.
     batch_size : int, default=256
         Crystals per forward pass.
     device : str, default="cpu"
@@ -168,7 +213,8 @@ def rank_sources(candidates, X, y, cv=5, random_state=None, estimator=None, batc
     Returns
     -------
     scores : dict of str to float
-        The probe's cross-validated MAE (units of ``y``) per candidate
+        The probe's cross-validated MAE (units of ``y``; log loss for a
+        probe classifier) per candidate
         (:func:`source_label`), lowest first; ties keep the candidates' order.
 
     Raises
@@ -200,12 +246,7 @@ def rank_sources(candidates, X, y, cv=5, random_state=None, estimator=None, batc
         if label in seen:
             raise ValueError(f"candidate {label!r} is given twice")
         seen.add(label)
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim != 1:
-        raise ValueError(f"y must be 1-D (one property per crystal), got shape {y.shape}")
-    if not np.isfinite(y).all():
-        raise ValueError(f"y has {int((~np.isfinite(y)).sum())} NaN or infinite value(s), the "
-                         f"first at index {int(np.flatnonzero(~np.isfinite(y))[0])}")
+    y = _probe_targets(y, estimator is not None and is_classifier(estimator))
     graphs = None
     seed = check_random_state(random_state).randint(2 ** 31 - 1)
     scores = {}

@@ -53,6 +53,39 @@ def test_probe_score_units_and_errors():
         probe_score(Z, y, cv=1)
 
 
+def test_probe_classifier_scores_log_loss_on_labels_of_any_type():
+    from sklearn.metrics import log_loss
+
+    from skcgcnn.source_selection import default_classification_probe
+
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(80, 3))
+    labels = np.where(Z[:, 0] > 0, "metal", "insulator")
+    probe = default_classification_probe()
+    informative = probe_score(Z, labels, random_state=0, estimator=probe)
+    noise = probe_score(rng.normal(size=(80, 3)), labels, random_state=0, estimator=probe)
+    # log loss: far below a coin flip's log(2) when the features tell the classes apart
+    assert informative < 0.3 < np.log(2) - 0.1 < noise
+    assert informative == probe_score(Z, labels, random_state=0, estimator=probe)
+    assert np.isclose(log_loss(labels, np.full((80, 2), 0.5)), np.log(2))
+    with pytest.raises(ValueError, match="at least 2 crystals of each"):
+        probe_score(Z, np.r_[["a"], ["b"] * 79], estimator=probe)
+
+
+def test_classifier_auto_ranks_on_string_labels(dcdft, sources):
+    from skcgcnn import TransferCGCNNClassifier
+
+    _, graphs, y = dcdft
+    labels = np.where(y > np.median(y), "stiff", "soft")
+    cands = [sources["unrelated"], sources["related"]]
+    model = TransferCGCNNClassifier(pretrained="auto", candidates=cands, **FAST)
+    model.fit(graphs, labels)
+    # the source pretrained on the modulus tells stiff from soft best
+    assert list(model.source_scores_) == [str(sources["related"]), str(sources["unrelated"])]
+    assert model.pretrained_ == sources["related"]
+    assert set(model.predict(graphs)) <= {"stiff", "soft"}
+
+
 def test_rank_sources_errors(dcdft, sources, tmp_path):
     _, graphs, y = dcdft
     with pytest.raises(ValueError, match="candidates is empty"):
