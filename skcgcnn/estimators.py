@@ -881,9 +881,11 @@ class TransferCGCNNRegressor(TransferMixin, CGCNNRegressor):
 
     For one model, pass ``validation_fraction=None``: every crystal then
     trains and the last epoch is kept, which lowered the test MAE on all
-    five protocol targets (docs/benchmarks.md, "One fine-tuned model").
-    The default holds out a fifth because an :class:`EnsembleRegressor`'s
-    members need it for sharp intervals (the user guide's transfer page).
+    five protocol targets; ``pretrained="auto", validation_fraction=None,
+    max_epochs=60`` was 10.5 % below the defaults at twice their cost
+    (docs/benchmarks.md, "One fine-tuned model"). The default holds out a
+    fifth because an :class:`EnsembleRegressor`'s members need it for
+    sharp intervals (the user guide's transfer page).
 
     Parameters
     ----------
