@@ -87,8 +87,11 @@ class _SeedEnsemble(MetaEstimatorMixin, BaseEstimator):
     list of estimators, in turn), seed them from ``random_state``, build the graphs
     once, and fit and query the members in parallel rounds."""
 
-    #: "regressor" or "classifier": what ``estimator`` must be.
+    #: What ``estimator`` must be ("regressor" or "classifier"), the test of it, and the
+    #: method whose outputs the ensemble averages.
     _member_kind = ""
+    _is_member_kind = None
+    _member_method = ""
 
     def _default_member(self):
         raise NotImplementedError
@@ -110,12 +113,11 @@ class _SeedEnsemble(MetaEstimatorMixin, BaseEstimator):
         if isinstance(est, _SeedEnsemble):
             raise TypeError(f"estimator is an {type(est).__name__}: ensembles cannot be "
                             "nested; raise n_estimators instead")
-        method = "predict" if self._member_kind == "regressor" else "predict_proba"
-        is_kind = is_regressor if self._member_kind == "regressor" else is_classifier
+        method = self._member_method
         if not (hasattr(est, "fit") and hasattr(est, method) and hasattr(est, "get_params")):
             raise TypeError(f"estimator must be a scikit-learn {self._member_kind} with fit, "
                             f"{method} and get_params, got {type(est).__name__}")
-        if not is_kind(est):
+        if not self._is_member_kind(est):
             raise TypeError(f"estimator must be a {self._member_kind}, got {type(est).__name__}")
         if "random_state" not in est.get_params(deep=False):
             raise TypeError(f"{type(est).__name__} has no random_state parameter, so its "
@@ -158,11 +160,14 @@ class _SeedEnsemble(MetaEstimatorMixin, BaseEstimator):
                            max(1, workers * threads // rest) if threads else None))
         return rounds
 
-    def _features(self, template, X):
-        """Featurize ``X`` once for every member (graphs for a skcgcnn network)."""
-        if hasattr(template, "_graphs"):
-            return clone(template)._graphs(X)
-        return X
+    def _features(self, template, X, y=None):
+        """Featurize ``X`` once for every member (graphs for a skcgcnn network), and check
+        it against ``y``'s length when given (each member checks that it takes these)."""
+        Xf = clone(template)._graphs(X) if hasattr(template, "_graphs") else X
+        if y is not None and len(Xf) != len(y):
+            raise ValueError(f"X and y have different lengths: {len(Xf)} crystals, "
+                             f"{len(y)} targets")
+        return Xf
 
     def _fit_members(self, members, X_fit, y_fit, X_pred=None):
         """Fit ``members`` in parallel rounds; return ``[(member, predictions on X_pred)]``."""
@@ -174,10 +179,11 @@ class _SeedEnsemble(MetaEstimatorMixin, BaseEstimator):
                     for i in indices)
         return out
 
-    def _member_outputs(self, X, method):
-        """``method`` (``"predict"`` or ``"predict_proba"``) of every fitted member on
-        ``X``, stacked on axis 0."""
+    def _member_outputs(self, X):
+        """``predict`` (``predict_proba`` for classifiers) of every fitted member on ``X``,
+        stacked on axis 0."""
         check_is_fitted(self, "estimators_")
+        method = self._member_method
         Xf = self._features(self.estimators_[0], X)
         workers, threads = self._workers(len(self.estimators_))
         if workers == 1:
@@ -365,6 +371,8 @@ class EnsembleRegressor(RegressorMixin, _SeedEnsemble):
         self.random_state = random_state
 
     _member_kind = "regressor"
+    _is_member_kind = staticmethod(is_regressor)
+    _member_method = "predict"
 
     def _default_member(self):
         from .estimators import CGCNNRegressor
@@ -425,10 +433,7 @@ class EnsembleRegressor(RegressorMixin, _SeedEnsemble):
             raise ValueError(f"y must be 1-D (one target per crystal), got shape {y.shape}")
         rng = check_random_state(self.random_state)
         members = self._members(templates, rng)
-        Xf = self._features(templates[0], X)  # each member checks that it takes these
-        if len(Xf) != len(y):
-            raise ValueError(f"X and y have different lengths: {len(Xf)} crystals, "
-                             f"{len(y)} targets")
+        Xf = self._features(templates[0], X, y)
         fit, cal = self._calibration_split(len(y), rng)
         X_fit, y_fit = _safe_indexing(Xf, fit), y[fit]
         out = self._fit_members(members, X_fit, y_fit, Xf)
@@ -470,7 +475,7 @@ class EnsembleRegressor(RegressorMixin, _SeedEnsemble):
         -------
         predictions : ndarray of shape (n_estimators, n_crystals)
         """
-        return self._member_outputs(X, "predict")
+        return self._member_outputs(X)
 
     def _scale(self, sigma):
         """The score's scale ``sigma + beta`` (floored as StdConformityScore floors it)."""
@@ -788,6 +793,8 @@ class EnsembleClassifier(ClassifierMixin, _SeedEnsemble):
         self.random_state = random_state
 
     _member_kind = "classifier"
+    _is_member_kind = staticmethod(is_classifier)
+    _member_method = "predict_proba"
 
     def _default_member(self):
         from .classifiers import CGCNNClassifier
@@ -811,7 +818,7 @@ class EnsembleClassifier(ClassifierMixin, _SeedEnsemble):
         self._check_n_estimators()
         templates = self._member_templates()
         members = self._members(templates, check_random_state(self.random_state))
-        Xf = self._features(templates[0], X)
+        Xf = self._features(templates[0], X, y)
         self.estimators_ = [m for m, _ in self._fit_members(members, Xf, y)]
         self.classes_ = self.estimators_[0].classes_
         return self
@@ -827,7 +834,7 @@ class EnsembleClassifier(ClassifierMixin, _SeedEnsemble):
         -------
         proba : ndarray of shape (n_crystals, n_classes)
         """
-        return self._member_outputs(X, "predict_proba").mean(axis=0)
+        return self._member_outputs(X).mean(axis=0)
 
     def predict(self, X):
         """The class of the highest mean probability.

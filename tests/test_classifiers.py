@@ -232,6 +232,8 @@ def test_ensemble_classifier_takes_a_list_of_members_in_turn(toy):
     assert [len(m.module_.convs) for m in ens.estimators_] == [3, 1, 3]
     with pytest.raises(ValueError, match="fewer than the 3 estimators"):
         EnsembleClassifier([CGCNNClassifier(**FAST)] * 3, n_estimators=2).fit(graphs, y)
+    with pytest.raises(ValueError, match="different lengths: 60 crystals, 59 targets"):
+        EnsembleClassifier(CGCNNClassifier(**FAST), n_estimators=2).fit(graphs, y[:-1])
 
 
 #: scikit-learn's checks that apply. The others fit on random numeric matrices
