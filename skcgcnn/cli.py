@@ -119,7 +119,7 @@ def _read_input(path, target=None, structure_column="structure", id_column=None,
                            skip_invalid=skip_invalid)
         skipped = frame.attrs.get("skipped", [])
         if skipped:
-            _report_skipped(skipped, None, len(frame) + len(skipped), what="read")
+            _report_skipped(skipped, len(frame) + len(skipped), what="read")
         ids, X = _ids_from_frame(frame, id_column), list(frame[structure_column])
         if target is not None and target not in frame.columns:
             raise ValueError(f"{path!r} has no target column {target!r}; its columns are "
@@ -196,7 +196,7 @@ def _featurize_kept(X, radius, max_num_nbr, n_jobs=None, progress=True, ids=None
             warnings.simplefilter("ignore", IsolatedAtomWarning)
             graphs, errors = transformer._build(X, skip_invalid=skip_invalid)
         if errors:
-            _report_skipped(errors, ids, len(graphs) + len(errors))
+            _report_skipped(errors, len(graphs) + len(errors), ids)
         bad = {i for i, _ in errors}
         kept = [i for i in range(len(graphs) + len(errors)) if i not in bad]
     if kept is None:
@@ -207,18 +207,21 @@ def _featurize_kept(X, radius, max_num_nbr, n_jobs=None, progress=True, ids=None
     return graphs, kept
 
 
-def _report_skipped(errors, ids, n, shown=10, what="featurized"):
-    """List the crystals --skip-invalid left out, or fail when that is all of them."""
-    def name(i):
-        return f"index {i}" if ids is None else f"{ids[i]!r} (index {i})"
+def _report_skipped(errors, n, ids=None, what="featurized", shown=10):
+    """List the crystals --skip-invalid left out, or fail when that is all of them.
+
+    ``errors`` are ``(position, error)``; each line names the crystal by its id when
+    ``ids`` are given, else by the error alone (a table's errors name their row).
+    """
+    def line(i, exc):
+        text = " ".join(str(exc).split())
+        return text if ids is None else f"{ids[i]!r} (index {i}): {text}"
 
     if len(errors) == n:
         raise ValueError(f"none of the {n} crystal(s) could be {what}; the first, "
-                         f"{name(errors[0][0])}: {errors[0][1]}")
+                         f"{line(*errors[0])}")
     lines = [f"skipped {len(errors)} of {n} crystal(s) that could not be read or featurized:"]
-    # a table's read errors name their row already
-    lines += [f"  {'' if what == 'read' else name(i) + ': '}{' '.join(str(exc).split())}"
-              for i, exc in errors[:shown]]
+    lines += [f"  {line(i, exc)}" for i, exc in errors[:shown]]
     if len(errors) > shown:
         lines.append(f"  ... and {len(errors) - shown} more")
     _note("\n".join(lines))

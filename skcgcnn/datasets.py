@@ -332,20 +332,19 @@ def load_table(path, structure_column="structure", target_column=None, n_jobs=No
             raise ValueError(f"{path!r} has no {role} column {column!r}; its columns are "
                              f"{', '.join(map(str, frame.columns))}")
     folder = os.path.dirname(os.path.abspath(path))
-    structures, skipped = [], []
+    structures, skipped = {}, []
     for i, cell in enumerate(frame[structure_column]):
         try:
-            structures.append(_read_structure(
-                cell, folder, f"row {i} of column {structure_column!r} in {path!r}"))
+            structures[i] = _read_structure(
+                cell, folder, f"row {i} of column {structure_column!r} in {path!r}")
         except (ValueError, OSError) as exc:
             if not skip_invalid:
                 raise
-            structures.append(None)
             skipped.append((i, str(exc)))
-    frame[structure_column] = structures
     if skipped:
-        frame = frame.drop(index=frame.index[[i for i, _ in skipped]])
+        frame = frame.iloc[list(structures)].copy()
         frame.attrs["skipped"] = skipped
+    frame[structure_column] = list(structures.values())
     if target_column is not None:
         try:
             frame[target_column] = pd.to_numeric(frame[target_column]).astype(float)
