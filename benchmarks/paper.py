@@ -312,6 +312,13 @@ def single_name(label, method=""):
     return f"TL-CGCNN single{method} ({label})"
 
 
+def default_single(target):
+    """(label of the target's main source, today's default) for the "single" stage: the
+    row fine-tuned from that source at the defaults."""
+    label = TARGETS[target]["pretrained"][0][1]
+    return label, single_name(label)
+
+
 def single_models(target, fit=FIT):
     """The "single" stage: ``TransferCGCNNRegressor`` at its fine-tuning defaults (30
     epochs of 32 on a cosine) from every allowed source in turn, seeded (``random_state=0``,
@@ -1080,7 +1087,7 @@ def report_single(frames):
         if at500.empty:
             continue
         spec = TARGETS[target]
-        default = single_name(spec["pretrained"][0][1])
+        default = default_single(target)[1]
         means = at500.groupby("model").test_mae.mean()
         trials = at500.groupby("model").trial.nunique()
         fixed = [single_name(SOURCE_LABELS[s]) for s in allowed_sources(target)]
@@ -1140,8 +1147,8 @@ def _single_pairs(frames, name):
     out = []
     for target, frame in frames.items():
         at500 = frame[frame.n_train == N_TRAIN].set_index(["model", "trial"]).test_mae
-        label = TARGETS[target]["pretrained"][0][1]
-        a, b = name(label), single_name(label)
+        label, default = default_single(target)
+        a, b = name(label), default
         if a in at500.index and b in at500.index:
             both = pd.concat([at500[a], at500[b]], axis=1, join="inner")
             out += list(np.log(both.iloc[:, 0] / both.iloc[:, 1]))
@@ -1190,7 +1197,7 @@ def best_single(frames):
         means = at500[at500.model.isin(full)].groupby("model").test_mae.mean()
         times = at500.groupby("model").fit_time_s.median()
         best = means.idxmin()
-        default = single_name(TARGETS[target]["pretrained"][0][1])
+        default = default_single(target)[1]
         cost = f"{times[best] / times[default]:.1f}x" if default in times else ""
         lines.append(f"| {target} | {best} | {means[best]:.4f} | {cost} | <= {goal} | "
                      f"{'yes' if means[best] <= goal else 'no'} |")

@@ -21,7 +21,6 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 import paper  # noqa: E402
 from sklearn.compose import TransformedTargetRegressor  # noqa: E402
-from sklearn.linear_model import RidgeCV  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.kernel_ridge import KernelRidge  # noqa: E402
 from sklearn.neighbors import KNeighborsRegressor  # noqa: E402
@@ -31,35 +30,37 @@ from sklearn.svm import SVR  # noqa: E402
 from sklearn.utils import check_random_state  # noqa: E402
 
 from skcgcnn.embedding import crystal_embeddings  # noqa: E402
+from skcgcnn.io import atomic_write_bytes  # noqa: E402
 from skcgcnn.modelfile import network_source  # noqa: E402
-from skcgcnn.source_selection import PROBE_ALPHAS, probe_score  # noqa: E402
+from skcgcnn.source_selection import default_probe, probe_score  # noqa: E402
 
-CACHE = paper.ROOT / "benchmarks" / "cache" / "probe_vectors"
+def _scaled(estimator):
+    """``estimator`` on standardised vectors and a standardised target."""
+    return TransformedTargetRegressor(make_pipeline(StandardScaler(), estimator),
+                                      transformer=StandardScaler())
 
 
 def variants():
-    scaled = lambda est: TransformedTargetRegressor(  # noqa: E731
-        make_pipeline(StandardScaler(), est), transformer=StandardScaler())
+    """name: (probe, folds, random_state of the folds as rank_sources takes it)."""
     return {
-        "ridge (default)": (make_pipeline(StandardScaler(), RidgeCV(alphas=PROBE_ALPHAS)), 5),
-        "ridge, other folds": (make_pipeline(StandardScaler(), RidgeCV(alphas=PROBE_ALPHAS)), 5),
-        "ridge, 10 folds": (make_pipeline(StandardScaler(), RidgeCV(alphas=PROBE_ALPHAS)), 10),
-        "SVR (RBF)": (scaled(SVR()), 5),
-        "KRR (RBF, tuned)": (scaled(GridSearchCV(KernelRidge(kernel="rbf"), {
-            "alpha": [1e-2, 1e-1, 1], "gamma": [1e-3, 1e-2]}, cv=3)), 5),
-        "kNN (10)": (make_pipeline(StandardScaler(), KNeighborsRegressor(10)), 5),
+        "ridge (default)": (default_probe(), 5, 0),
+        "ridge, other folds": (default_probe(), 5, 1),
+        "ridge, 10 folds": (default_probe(), 10, 0),
+        "SVR (RBF)": (_scaled(SVR()), 5, 0),
+        "KRR (RBF, tuned)": (_scaled(GridSearchCV(KernelRidge(kernel="rbf"), {
+            "alpha": [1e-2, 1e-1, 1], "gamma": [1e-3, 1e-2]}, cv=3)), 5, 0),
+        "kNN (10)": (make_pipeline(StandardScaler(), KNeighborsRegressor(10)), 5, 0),
     }
 
 
 def vectors(target, trial, source, graphs):
-    path = CACHE / f"{paper.slug(target)}-{trial}-{source}.npy"
-    if path.is_file():
-        return np.load(path)
-    module, _ = network_source(paper.source_model(source), conv_dtype="bfloat16")
-    z = crystal_embeddings(module, graphs, "pooled", 256, "cpu")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path, z)
-    return z
+    """Pooled vectors of ``source`` for the trial's fit crystals (bfloat16, as the "auto"
+    rows were ranked), cached in benchmarks/cache."""
+    def compute():
+        module, _ = network_source(paper.source_model(source), conv_dtype="bfloat16")
+        return crystal_embeddings(module, graphs, "pooled", 256, "cpu")
+
+    return paper._cached(f"probe_vectors-{paper.slug(target)}-{trial}-{source}", compute)
 
 
 def main():
@@ -77,10 +78,9 @@ def main():
                 continue
             fit = np.r_[train, val]
             z = {s: vectors(target, t, s, graphs[fit]) for s in sources}
-            for name, (est, cv) in variants().items():
-                # the folds rank_sources(random_state=0) draws, as the "auto" rows had;
-                # "other folds": those of random_state=1
-                seed = check_random_state(int(name == "ridge, other folds")).randint(2 ** 31 - 1)
+            for name, (est, cv, state) in variants().items():
+                # the folds rank_sources(random_state=state) draws (0: as the "auto" rows)
+                seed = check_random_state(state).randint(2 ** 31 - 1)
                 scores = {s: probe_score(z[s], y[fit], cv=cv, random_state=seed, estimator=est)
                           for s in sources}
                 best = min(scores, key=scores.get)
@@ -90,7 +90,6 @@ def main():
         best_fixed = mae.mean().min()
         rows += [dict(target=target, trial=-1, probe="best fixed", chosen="", mae=best_fixed)]
     out = pd.DataFrame(rows)
-    from skcgcnn.io import atomic_write_bytes
     atomic_write_bytes(paper.RESULTS / "probe_variants.csv", out.to_csv(index=False).encode())
     table = out[out.trial >= 0].groupby(["probe", "target"]).mae.mean().unstack()
     fixed = out[out.trial < 0].set_index("target").mae
