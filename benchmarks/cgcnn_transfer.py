@@ -64,7 +64,7 @@ def imported_source(checkpoint):
 def models(checkpoint):
     fit = dict(paper.FIT)
     tl = {"lr": paper.TL_LR, **fit}
-    defaults = dict(conv_dtype=fit["conv_dtype"])
+    defaults = dict(conv_dtype=fit["conv_dtype"], **paper.HELD_OUT)  # the former defaults
     source = imported_source(checkpoint)
     return {
         "CGCNN, site pooling": CGCNNRegressor(pooling="site", **fit),

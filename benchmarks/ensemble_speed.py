@@ -28,7 +28,8 @@ frame = load_mp_elasticity()
 idx = np.random.RandomState(0).permutation(len(frame))[:args.n]
 structures = [frame["structure"][i] for i in idx]
 y = np.log10(frame["K_VRH"].to_numpy()[idx])
-member = TransferCGCNNRegressor(max_epochs=args.epochs, batch_size=64)
+# an EnsembleRegressor's member holds out a fifth
+member = TransferCGCNNRegressor(max_epochs=args.epochs, batch_size=64, validation_fraction=0.2)
 
 torch.set_num_threads(args.cores)
 warm = CrystalGraphTransformer().transform(structures[:20])  # imports, pretrained file cache

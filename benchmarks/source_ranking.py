@@ -110,7 +110,7 @@ def timing(target, repeats=2):
         probe.append(time.process_time() - t0)
         t0 = time.process_time()
         TransferCGCNNRegressor(pretrained=paper.TARGETS[target]["pretrained"][0][0],
-                               conv_dtype=CONV_DTYPE, random_state=0).fit(G, Y)
+                               conv_dtype=CONV_DTYPE, random_state=0, **paper.HELD_OUT).fit(G, Y)
         fit.append(time.process_time() - t0)
     print(f"{target}: probe of {len(cands)} sources {np.mean(probe):.2f} CPU s "
           f"({', '.join(f'{v:.2f}' for v in probe)}), one fine-tune {np.mean(fit):.2f} CPU s "

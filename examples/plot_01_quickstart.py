@@ -34,8 +34,8 @@ model = make_pipeline(
 )
 
 # %%
-# Cross-validation. In every fold the network holds out 20 % of the *training* part
-# (``validation_fraction=0.2``) to choose its best epoch; the test fold is never seen.
+# Cross-validation. In every fold the network trains on the whole *training* part and
+# keeps its last epoch (``validation_fraction="auto"``); the test fold is never seen.
 
 cv = KFold(3, shuffle=True, random_state=0)
 mae = -cross_val_score(model, structures, y, cv=cv, scoring="neg_mean_absolute_error")

@@ -81,7 +81,7 @@ class CGCNNClassifier(CGCNNMixin, NeuralNetClassifier):
         Crystals per minibatch.
     max_epochs : int, default=500
         Training epochs.
-    validation_fraction : float or None, default=0.2
+    validation_fraction : float, None or "auto", default=0.2
         Fraction of the training data held out to choose the epoch with the
         lowest validation loss (weighted cross entropy), which is restored
         after training. The split is stratified (each class keeps its share;
@@ -89,7 +89,7 @@ class CGCNNClassifier(CGCNNMixin, NeuralNetClassifier):
         crystals and each part can hold every class, else drawn at random.
         Inside ``cross_val_score`` or ``GridSearchCV`` it is taken from each
         training fold. ``None`` or 0 trains on everything and keeps the last
-        epoch.
+        epoch; ``"auto"`` as in :class:`~skcgcnn.CGCNNRegressor`.
     n_iter_no_change : int or None, default=None
         Stop when the validation loss has not improved for this many epochs
         (``None``: train all ``max_epochs``; the best epoch is kept either way).
@@ -183,8 +183,8 @@ class CGCNNClassifier(CGCNNMixin, NeuralNetClassifier):
         Records the positions of the held-out crystals in ``validation_indices_``,
         as the regressors do.
         """
-        if self.train_split is None and self.validation_fraction and y is not None:
-            fraction = float(self.validation_fraction)
+        if self.train_split is None and self._hold_out() and y is not None:
+            fraction = float(self._hold_out())
             y = np.asarray(y)
             n, n_classes = len(y), len(np.unique(y))
             n_valid = int(np.ceil(fraction * n))

@@ -805,6 +805,10 @@ def _option(p, *flags, estimator, param, **kwargs):
     return action
 
 
+def _fraction(value):
+    return "auto" if value.lower() == "auto" else float(value)
+
+
 def _decay_epoch(value):
     if value.lower() == "none":
         return "none"
@@ -857,10 +861,11 @@ def _add_training(p, estimator, finetune):
                  "decay comes at the same fraction of the epochs as in the defaults")
     _option(p, "--batch-size", type=int, estimator=estimator, param="batch_size",
             help="crystals per minibatch")
-    _option(p, "--validation-fraction", type=float, metavar="F", estimator=estimator,
+    _option(p, "--validation-fraction", type=_fraction, metavar="F", estimator=estimator,
             param="validation_fraction",
             help="fraction of the crystals held out to pick the epoch with the lowest "
-                 "validation MAE, whose weights are kept; 0 trains on all and keeps the last")
+                 "validation MAE, whose weights are kept; 0 trains on all and keeps the "
+                 "last; auto: 0 for one model, 0.2 with --patience or an ensemble's members")
     _option(p, "--patience", type=int, metavar="EPOCHS", estimator=estimator,
             param="n_iter_no_change",
             help="stop when the validation MAE has not improved for this many epochs; "

@@ -132,10 +132,21 @@ class _SeedEnsemble(MetaEstimatorMixin, BaseEstimator):
 
     def _members(self, templates, rng):
         """Unfitted members: clones of ``templates`` in turn, seeds drawn from ``rng``
-        (set ``seeds_``), their verbose epoch tables labelled."""
+        (set ``seeds_``), their verbose epoch tables labelled. A member left at
+        ``validation_fraction="auto"`` holds out :data:`skcgcnn.estimators.HOLD_OUT`:
+        members that choose their epochs on it give sharper intervals
+        (``benchmarks/ensemble_hold_out.py``)."""
+        from .estimators import HOLD_OUT
+
         self.seeds_ = rng.randint(np.iinfo(np.int32).max, size=self.n_estimators)
-        return [_label_output(clone(templates[i % len(templates)]).set_params(
-            random_state=int(s)), i) for i, s in enumerate(self.seeds_)]
+        members = []
+        for i, seed in enumerate(self.seeds_):
+            member = clone(templates[i % len(templates)]).set_params(random_state=int(seed))
+            fraction = member.get_params(deep=False).get("validation_fraction")
+            if isinstance(fraction, str) and fraction == "auto":
+                member.set_params(validation_fraction=HOLD_OUT)
+            members.append(_label_output(member, i))
+        return members
 
     def _workers(self, n_tasks):
         """(joblib n_jobs, torch threads per worker or None when sequential)."""

@@ -257,6 +257,10 @@ def test_training_options_reach_the_estimator():
     params = _estimator(args, finetune=True).get_params()
     assert params["lr"] == default["lr"] and params["batch_size"] == default["batch_size"]
     assert params["lr_schedule"] == default["lr_schedule"] == "cosine"
+    assert params["validation_fraction"] == default["validation_fraction"] == "auto"
+    args = build_parser().parse_args(["finetune", "data/", "-o", "m.pt",
+                                      "--validation-fraction", "AUTO"])
+    assert _estimator(args, finetune=True).get_params()["validation_fraction"] == "auto"
     args = build_parser().parse_args(["train", "data/", "-o", "m.pt"])
     params = _estimator(args, finetune=False).get_params()
     scratch = CGCNNRegressor().get_params()

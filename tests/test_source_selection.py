@@ -122,17 +122,17 @@ def test_auto_fine_tunes_the_probes_choice(dcdft, sources):
 
 
 def test_the_single_model_recipe_trains_on_every_crystal(dcdft, sources):
-    """pretrained="auto", validation_fraction=None: the same choice, no crystal held out,
-    and every epoch trained with no validation score to pick one by."""
+    """pretrained="auto" at the default validation_fraction="auto": the same choice, no
+    crystal held out, and every epoch trained with no validation score to pick one by."""
     _, graphs, y = dcdft
     cands = [sources["unrelated"], sources["related"]]
-    model = TransferCGCNNRegressor("auto", candidates=cands, validation_fraction=None,
-                                   **FAST).fit(graphs, y)
+    model = TransferCGCNNRegressor("auto", candidates=cands, **FAST).fit(graphs, y)
     assert model.pretrained_ == sources["related"] and model.validation_indices_ is None
     assert len(model.history_) == FAST["max_epochs"]
     assert "valid_loss" not in model.history_[-1]
-    # the default holds a fifth out, so it fits another model
-    held = TransferCGCNNRegressor("auto", candidates=cands, **FAST).fit(graphs, y)
+    # holding a fifth out fits another model
+    held = TransferCGCNNRegressor("auto", candidates=cands, validation_fraction=0.2,
+                                  **FAST).fit(graphs, y)
     assert len(held.validation_indices_) == int(np.ceil(0.2 * len(y)))
     assert not np.allclose(model.predict(graphs), held.predict(graphs))
 

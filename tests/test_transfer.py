@@ -138,6 +138,29 @@ def test_fine_tuning_defaults_are_short_cosine_runs(tiny, source):
         TransferCGCNNRegressor(path, lr_schedule="linear", **FAST).fit(graphs, y)
 
 
+def test_validation_fraction_auto_holds_out_only_where_a_validation_loss_is_needed(tiny, source):
+    """"auto" (the default): a lone model trains on every crystal and keeps its last epoch;
+    with n_iter_no_change, or as an ensemble's member, a fifth is held out."""
+    from skcgcnn import EnsembleRegressor
+
+    _, graphs, y = tiny
+    _, path = source
+    assert TransferCGCNNRegressor(path).get_params()["validation_fraction"] == "auto"
+    alone = TransferCGCNNRegressor(path, **FAST).fit(graphs, y)
+    assert alone.validation_indices_ is None and "valid_loss" not in alone.history_[-1]
+    assert len(alone.history_) == FAST["max_epochs"]
+    n_held = int(np.ceil(0.2 * len(y)))
+    patient = TransferCGCNNRegressor(path, n_iter_no_change=5, **FAST).fit(graphs, y)
+    assert len(patient.validation_indices_) == n_held
+    ens = EnsembleRegressor(TransferCGCNNRegressor(path, **FAST), n_estimators=2,
+                            calibrate=False, random_state=0).fit(graphs, y)
+    assert [m.validation_fraction for m in ens.estimators_] == [0.2, 0.2]
+    assert all(len(m.validation_indices_) == n_held for m in ens.estimators_)
+    for bad in ("half", 1.0, -0.1):
+        with pytest.raises(ValueError, match="validation_fraction must be"):
+            TransferCGCNNRegressor(path, validation_fraction=bad, **FAST).fit(graphs, y)
+
+
 # ------------------------------------------------------------ L2-SP and LP-FT
 def _distance_to(path, model):
     saved = load_state_dict(path)
