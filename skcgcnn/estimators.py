@@ -182,13 +182,14 @@ class CGCNNMixin:
     def _hold_out(self):
         """The fraction held out to choose the best epoch (None: none), with
         ``validation_fraction="auto"`` resolved: :data:`HOLD_OUT` when
-        ``n_iter_no_change`` needs a validation loss, else None (train on all)."""
+        ``n_iter_no_change`` needs a validation loss or a ``train_split`` of the user's
+        gives one (its best epoch is then restored), else None (train on all)."""
         fraction = self.validation_fraction
         if isinstance(fraction, str):
             if fraction != "auto":
                 raise ValueError(f"validation_fraction must be a float in [0, 1), None or "
                                  f"'auto', got {fraction!r}")
-            return HOLD_OUT if self.n_iter_no_change else None
+            return HOLD_OUT if self.n_iter_no_change or self.train_split is not None else None
         if fraction is not None and not 0 <= float(fraction) < 1:
             raise ValueError(f"validation_fraction must be a float in [0, 1), None or 'auto', "
                              f"got {fraction!r}")
@@ -447,8 +448,9 @@ class CGCNNRegressor(CGCNNMixin, NeuralNetRegressor):
         rule. Inside ``cross_val_score`` or ``GridSearchCV`` this split is
         taken from each training fold, never from the test fold. ``None`` or
         0 trains on everything and keeps the last epoch; ``"auto"`` does so
-        unless ``n_iter_no_change`` needs the validation loss (then 0.2) or
-        the estimator is an :class:`EnsembleRegressor`'s member (0.2).
+        unless ``n_iter_no_change`` or a ``train_split`` of yours needs the
+        validation loss (then 0.2) or the estimator is an
+        :class:`EnsembleRegressor`'s member (0.2).
     n_iter_no_change : int or None, default=None
         Stop when the validation loss has not improved for this many epochs
         (``None``: run all ``max_epochs``).

@@ -156,6 +156,14 @@ def test_validation_fraction_auto_holds_out_only_where_a_validation_loss_is_need
                             calibrate=False, random_state=0).fit(graphs, y)
     assert [m.validation_fraction for m in ens.estimators_] == [0.2, 0.2]
     assert all(len(m.validation_indices_) == n_held for m in ens.estimators_)
+    # a validation set of the user's own: its best epoch is restored
+    from skorch.helper import predefined_split
+    from skcgcnn.data import GraphDataset
+
+    given = TransferCGCNNRegressor(path, train_split=predefined_split(
+        GraphDataset(graphs[:4], y[:4])))
+    assert "best_epoch" in dict(given.initialize().callbacks_)
+    assert "best_epoch" not in dict(TransferCGCNNRegressor(path).initialize().callbacks_)
     for bad in ("half", 1.0, -0.1):
         with pytest.raises(ValueError, match="validation_fraction must be"):
             TransferCGCNNRegressor(path, validation_fraction=bad, **FAST).fit(graphs, y)
