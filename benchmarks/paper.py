@@ -1132,7 +1132,8 @@ def report_single(frames):
             gap = 100 * (cmeans[auto] / cmeans[best_fixed] - 1)
             text.append(f"Auto {cmeans[auto]:.4f} against the best fixed source in hindsight, "
                         f"{best_fixed.split('(')[-1].rstrip(')')}, {cmeans[best_fixed]:.4f}: "
-                        f"{gap:+.1f} % ({'within' if gap <= 3 else 'outside'} the 3 % goal).")
+                        f"{gap:+.1f} % ({'within' if gap <= 3 else 'outside'} the 3 % goal"
+                        f"{_gap_by_window(at500, fixed, auto, sorted(common))}).")
             if choices is not None:
                 c = choices[(choices.target == target) & choices.trial.isin(common)]
                 text.append("Auto chose: " + ", ".join(
@@ -1152,6 +1153,21 @@ def report_single(frames):
         lines.append("")
     lines += pooled_single(frames) + best_single(frames)
     return lines + [SINGLE_END]
+
+
+def _gap_by_window(at500, fixed, auto, trials, first=10):
+    """"; trials 0-9: x %, 10-19: y %": auto against the best fixed source in hindsight
+    of each window, the first ``first`` trials (those the probe was designed on) and the
+    later ones; empty with no later trials."""
+    later = [t for t in trials if t >= first]
+    if not later:
+        return ""
+    parts = []
+    for window in ([t for t in trials if t < first], later):
+        means = at500[at500.trial.isin(window)].groupby("model").test_mae.mean()
+        gap = 100 * (means[auto] / min(means[m] for m in fixed) - 1)
+        parts.append(f"trials {window[0]}-{window[-1]}: {gap:+.1f} %")
+    return "; " + ", ".join(parts)
 
 
 def _single_pairs(frames, name):
