@@ -1156,18 +1156,22 @@ def report_single(frames):
 
 
 def _gap_by_window(at500, fixed, auto, trials, first=10):
-    """"; trials 0-9: x %, 10-19: y %": auto against the best fixed source in hindsight
+    """"; trials 0-9: x %, 10-19: y %; ...": auto against the best fixed source in hindsight
     of each window, the first ``first`` trials (those the probe was designed on) and the
-    later ones; empty with no later trials."""
+    later ones, then against the source that was best on the other window (a fixed choice
+    made without the window's own results); empty with no later trials."""
     later = [t for t in trials if t >= first]
     if not later:
         return ""
-    parts = []
-    for window in ([t for t in trials if t < first], later):
-        means = at500[at500.trial.isin(window)].groupby("model").test_mae.mean()
-        gap = 100 * (means[auto] / min(means[m] for m in fixed) - 1)
-        parts.append(f"trials {window[0]}-{window[-1]}: {gap:+.1f} %")
-    return "; " + ", ".join(parts)
+    windows = [[t for t in trials if t < first], later]
+    means = [at500[at500.trial.isin(w)].groupby("model").test_mae.mean() for w in windows]
+    own = [100 * (m[auto] / min(m[f] for f in fixed) - 1) for m in means]
+    other = [100 * (m[auto] / m[min(fixed, key=o.get)] - 1)
+             for m, o in zip(means, means[::-1])]
+    names = [f"trials {w[0]}-{w[-1]}" for w in windows]
+    return ("; " + ", ".join(f"{n}: {g:+.1f} %" for n, g in zip(names, own))
+            + "; against the source best on the other window: "
+            + ", ".join(f"{g:+.1f} %" for g in other))
 
 
 def _single_pairs(frames, name):
