@@ -324,9 +324,9 @@ def default_single(target):
 
 def single_models(target, fit=FIT):
     """The "single" stage: ``TransferCGCNNRegressor`` at its former fine-tuning defaults (30
-    epochs of 32 on a cosine, a fifth held out) from every allowed source in turn, seeded (``random_state=0``,
-    unlike the "transfer" stage's unseeded defaults row), so that a fit from the source
-    that ``pretrained="auto"`` picks is the same fit as that source's row."""
+    epochs of 32 on a cosine, a fifth held out) from every allowed source in turn, seeded
+    (``random_state=0``, unlike the "transfer" stage's unseeded defaults row), so that a fit
+    from the source that ``pretrained="auto"`` picks is the same fit as that source's row."""
     models = {single_name(SOURCE_LABELS[name]): TransferCGCNNRegressor(
                   pretrained=source_model(name), conv_dtype=fit["conv_dtype"],
                   random_state=fit["random_state"], **HELD_OUT)
@@ -1125,7 +1125,7 @@ def report_single(frames):
         auto = single_name("auto")
         text = []
         if fixed and auto in means:
-            common = set.intersection(*(set(at500[at500.model == m].trial)
+            common = set.intersection(*(set(at500[at500.model == m].trial)  # may be > 10
                                         for m in [*fixed, auto]))
             cmeans = at500[at500.trial.isin(common)].groupby("model").test_mae.mean()
             best_fixed = min(fixed, key=lambda m: cmeans[m])

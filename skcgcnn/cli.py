@@ -806,7 +806,13 @@ def _option(p, *flags, estimator, param, **kwargs):
 
 
 def _fraction(value):
-    return "auto" if value.lower() == "auto" else float(value)
+    if value.lower() == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fraction such as 0.2, or auto, got "
+                                         f"{value!r}") from None
 
 
 def _decay_epoch(value):

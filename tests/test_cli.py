@@ -261,6 +261,9 @@ def test_training_options_reach_the_estimator():
     args = build_parser().parse_args(["finetune", "data/", "-o", "m.pt",
                                       "--validation-fraction", "AUTO"])
     assert _estimator(args, finetune=True).get_params()["validation_fraction"] == "auto"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["finetune", "data/", "-o", "m.pt",
+                                   "--validation-fraction", "a fifth"])
     args = build_parser().parse_args(["train", "data/", "-o", "m.pt"])
     params = _estimator(args, finetune=False).get_params()
     scratch = CGCNNRegressor().get_params()
