@@ -183,8 +183,9 @@ class CGCNNClassifier(CGCNNMixin, NeuralNetClassifier):
         Records the positions of the held-out crystals in ``validation_indices_``,
         as the regressors do.
         """
-        if self.train_split is None and self._hold_out() and y is not None:
-            fraction = float(self._hold_out())
+        fraction = self._hold_out()
+        if self.train_split is None and fraction and y is not None:
+            fraction = float(fraction)
             y = np.asarray(y)
             n, n_classes = len(y), len(np.unique(y))
             n_valid = int(np.ceil(fraction * n))

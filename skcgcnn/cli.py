@@ -806,6 +806,7 @@ def _option(p, *flags, estimator, param, **kwargs):
 
 
 def _fraction(value):
+    """--validation-fraction: a float or "auto" (any case)."""
     if value.lower() == "auto":
         return "auto"
     try:

@@ -142,8 +142,7 @@ class _SeedEnsemble(MetaEstimatorMixin, BaseEstimator):
         members = []
         for i, seed in enumerate(self.seeds_):
             member = clone(templates[i % len(templates)]).set_params(random_state=int(seed))
-            fraction = member.get_params(deep=False).get("validation_fraction")
-            if isinstance(fraction, str) and fraction == "auto":
+            if member.get_params(deep=False).get("validation_fraction") == "auto":
                 member.set_params(validation_fraction=HOLD_OUT)
             members.append(_label_output(member, i))
         return members
@@ -246,10 +245,10 @@ class EnsembleRegressor(RegressorMixin, _SeedEnsemble):
     list, e.g. networks fine-tuned from different pretrained models: the
     members are then clones of its entries in turn. The prediction is their
     mean; its uncertainty is their spread, calibrated on crystals that no
-    member saw. Keep the members' own hold-out (``validation_fraction=0.2``,
-    the default): members that all train on every crystal agree more on them,
-    and gave 36 % wider 90 % intervals at the median in
-    ``benchmarks/ensemble_hold_out.py``.
+    member saw. Members at ``validation_fraction="auto"`` (the transfer
+    default) hold out a fifth to choose their epochs: members that all train
+    on every crystal agree more on them, and gave 36 % wider 90 % intervals
+    at the median in ``benchmarks/ensemble_hold_out.py``.
 
     Calibration (split conformal; Vovk et al. 2005, Lei et al. 2018): before
     any member is fitted, ``calibration_fraction`` of the crystals (at random,

@@ -34,7 +34,8 @@ __all__ = ["CGCNNRegressor", "TransferCGCNNRegressor", "CGCNNMixin", "TransferMi
 _DERIVED_CALLBACKS = ("lr_scheduler", "best_epoch", "release_memory", "column_mae", "l2_sp",
                       "lp_ft")
 #: The fraction ``validation_fraction="auto"`` holds out when a validation loss is needed
-#: (``n_iter_no_change``, an :class:`~skcgcnn.EnsembleRegressor`'s members): the paper's 4:1.
+#: (``n_iter_no_change``, a ``train_split`` of the user's, an ensemble's members): the
+#: paper's 4:1.
 HOLD_OUT = 0.2
 #: Training sets from this many crystals on bound oneDNN's kernel caches first
 #: (:func:`~skcgcnn.callbacks.limit_onednn_caches`): a bfloat16 epoch of 10,000 crystals
@@ -169,9 +170,10 @@ class CGCNNMixin:
         ``validation_indices_`` (``None`` when none is, or when a custom
         ``train_split`` returns a validation set that is not a subset of ``X``).
         """
-        if self.train_split is None and self._hold_out():
+        fraction = self._hold_out()
+        if self.train_split is None and fraction:
             dataset = self.get_dataset(X, y)
-            split = ValidSplit(float(self._hold_out()), random_state=self._seed())
+            split = ValidSplit(float(fraction), random_state=self._seed())
             train, valid = split(dataset, y)
         else:
             train, valid = super().get_split_datasets(X, y, **fit_params)
@@ -185,12 +187,9 @@ class CGCNNMixin:
         ``n_iter_no_change`` needs a validation loss or a ``train_split`` of the user's
         gives one (its best epoch is then restored), else None (train on all)."""
         fraction = self.validation_fraction
-        if isinstance(fraction, str):
-            if fraction != "auto":
-                raise ValueError(f"validation_fraction must be a float in [0, 1), None or "
-                                 f"'auto', got {fraction!r}")
+        if isinstance(fraction, str) and fraction == "auto":
             return HOLD_OUT if self.n_iter_no_change or self.train_split is not None else None
-        if fraction is not None and not 0 <= float(fraction) < 1:
+        if isinstance(fraction, str) or fraction is not None and not 0 <= float(fraction) < 1:
             raise ValueError(f"validation_fraction must be a float in [0, 1), None or 'auto', "
                              f"got {fraction!r}")
         return fraction or None
@@ -289,9 +288,9 @@ class CGCNNMixin:
 
     def _warn_small_data(self, n):
         """Warn when one minibatch holds every training crystal (one step per epoch)."""
-        n_train = n
-        if self.train_split is None and self._hold_out():
-            n_train = n - int(np.ceil(float(self._hold_out()) * n))
+        n_train, fraction = n, self._hold_out()
+        if self.train_split is None and fraction:
+            n_train = n - int(np.ceil(float(fraction) * n))
         if isinstance(self.batch_size, (int, np.integer)) and 0 < n_train <= self.batch_size:
             warnings.warn(
                 f"batch_size={self.batch_size} holds all {n_train} training crystals, so every "
@@ -966,11 +965,9 @@ class TransferCGCNNRegressor(TransferMixin, CGCNNRegressor):
     max_epochs : int, default=30
         Training epochs.
     validation_fraction : float, None or "auto", default="auto"
-        As in :class:`CGCNNRegressor`: the fraction held out to choose the
-        epoch with the lowest validation MAE. ``"auto"``: none (every crystal
-        trains, the last epoch of the cosine is kept), except 0.2 when
-        ``n_iter_no_change`` is set or in an :class:`EnsembleRegressor`'s
-        members.
+        As in :class:`CGCNNRegressor`, whose default holds out 0.2; here
+        ``"auto"``: a lone model trains on every crystal and keeps the last
+        epoch of the cosine.
     lr_schedule : {"cosine", "step"}, default="cosine"
         ``"cosine"``: from ``lr`` to zero over ``max_epochs``; ``"step"``:
         the paper's decay at ``lr_decay_epoch`` (pass ``lr_schedule="step",
